@@ -1,0 +1,46 @@
+"""metarim: fast and slow learning of recurrent independent mechanisms (Meta-RIM).
+
+Importing :mod:`metarim` only imports torch and the RIM core. Environments, plotting and
+learn2learn are imported lazily, on first use of the names that need them.
+
+References:
+    Madan, Ke, Goyal, Schölkopf, Bengio. "Fast and Slow Learning of Recurrent
+    Independent Mechanisms". ICLR 2021. arXiv:2105.08710.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from metarim._version import __version__
+from metarim.rim import RIM, GroupGRUCell, GroupLinear, GroupLSTMCell, RIMCell
+
+# Public names provided by submodules that are imported on first access.
+_LAZY = {
+    # filled in by the modules that need heavy imports (learn2learn, minigrid, ...)
+}
+
+__all__ = sorted(
+    [
+        "GroupGRUCell",
+        "GroupLSTMCell",
+        "GroupLinear",
+        "RIM",
+        "RIMCell",
+        "__version__",
+        *_LAZY,
+    ]
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'metarim' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__
