@@ -1,0 +1,197 @@
+r"""PPO and A2C over recurrent actor-critics.
+
+One :meth:`PPO.step` collects a ``(T, B)`` rollout, computes GAE advantages
+(:func:`~metarim.rl.losses.gae`), cuts every env's column into windows of
+``recurrence`` steps that start from the stored (detached) memory, and runs ``epochs``
+passes of minibatch Adam on the clipped loss (:func:`~metarim.rl.losses.ppo_loss`).
+Each window is re-run by one batched call of the policy, so an update has no Python
+loop over envs, only over the ``recurrence`` steps inside the memory core.
+
+A2C is the same loop with one epoch, one batch and :func:`~metarim.rl.losses.a2c_loss`.
+
+References:
+    Schulman, Wolski, Dhariwal, Radford, Klimov. "Proximal Policy Optimization
+    Algorithms". arXiv:1707.06347, 2017.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from metarim.algorithms.base import Learner, build_policy, register_learner
+from metarim.config import TrainConfig
+from metarim.rl.losses import a2c_loss, gae, ppo_loss
+from metarim.rl.rollout import Rollout, RolloutCollector
+from metarim.tasks.envs import make_vec_env
+from metarim.tasks.task import Task
+
+__all__ = ["A2C", "PPO", "windows"]
+
+
+def windows(x: Tensor, length: int) -> Tensor:
+    """``(T, B, ...)`` → ``(length, T // length * B, ...)``; window ``i * B + b``."""
+    steps, batch = x.shape[:2]
+    y = x.reshape(steps // length, length, batch, *x.shape[2:]).transpose(0, 1)
+    return y.reshape(length, steps // length * batch, *x.shape[2:])
+
+
+@register_learner("ppo")
+class PPO(Learner):
+    """Proximal policy optimisation with GAE and a recurrence window (see module doc).
+
+    Args:
+        config: the run configuration (``num_envs``, ``num_steps``, ``epochs``, ...).
+    """
+
+    def __init__(self, config: TrainConfig) -> None:
+        super().__init__(config)
+        torch.manual_seed(config.seed)
+        self.envs = make_vec_env(Task(config.env), config.num_envs, seed=config.seed, vocab=self.vocab)
+        self.policy = build_policy(config, int(self.envs.single_action_space.n), self.vocab)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr, eps=1e-5)
+        self.collector = RolloutCollector(self.envs, self.policy, config.num_steps)
+        self.recent: deque[dict[str, float]] = deque(maxlen=100)
+
+    # -- one training step ---------------------------------------------------------
+    def step(self, tasks: Any = None) -> dict[str, float]:
+        """Collects one rollout and updates the policy on it."""
+        t0 = time.perf_counter()
+        rollout = self.collector.collect()
+        t1 = time.perf_counter()
+        losses = self.update(rollout)
+        t2 = time.perf_counter()
+        self.frames += rollout.num_frames
+        self.updates += 1
+        self.recent.extend(rollout.episodes)
+        ep = list(self.recent)
+        mean = lambda key: float(np.mean([e[key] for e in ep])) if ep else float("nan")  # noqa: E731
+        return {
+            "frames": float(self.frames),
+            "rollout/return_mean": mean("return"),
+            "rollout/success_rate": mean("success"),
+            "rollout/length_mean": mean("length"),
+            "rollout/episodes": float(len(rollout.episodes)),
+            **{f"losses/{k}": v for k, v in losses.items()},
+            "time/fps": rollout.num_frames / (t2 - t0),
+            "time/collect_s": t1 - t0,
+            "time/update_s": t2 - t1,
+        }
+
+    def _loss(self, b: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        c = self.config
+        obs = {"image": b["image"], "mission": b["mission"]}
+        logits, values, _, _ = self.policy(obs, b["memory"], b["starts"])
+        logp_all = torch.log_softmax(logits, -1)
+        logp = logp_all.gather(-1, b["actions"].unsqueeze(-1)).squeeze(-1)
+        entropy = -(logp_all.exp() * logp_all).sum(-1)
+        adv = b["advantages"]
+        if c.norm_adv:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        return ppo_loss(
+            logp, b["logprobs"], adv, values, b["values"], b["returns"], entropy,
+            clip=c.clip, value_coef=c.value_coef, entropy_coef=c.entropy_coef,
+        )
+
+    def update(self, rollout: Rollout) -> dict[str, float]:
+        """``epochs`` passes of minibatch gradient steps on ``rollout``."""
+        c = self.config
+        adv, ret = gae(rollout.rewards, rollout.values, rollout.ends, rollout.last_value,
+                       gamma=c.gamma, lam=c.gae_lambda)
+        R = c.recurrence
+        seq = {k: windows(v, R) for k, v in {
+            "image": rollout.obs["image"], "mission": rollout.obs["mission"],
+            "actions": rollout.actions, "logprobs": rollout.logprobs, "values": rollout.values,
+            "starts": rollout.starts, "advantages": adv, "returns": ret}.items()}
+        mem0 = tuple(m[::R].reshape(-1, *m.shape[2:]) for m in rollout.memory)
+        n_win = seq["actions"].shape[1]
+        per_batch = c.batch_size // R
+        sums: dict[str, float] = {}
+        count = 0
+        for _ in range(self.epochs):
+            order = torch.randperm(n_win)
+            for i in range(0, n_win, per_batch):
+                idx = order[i : i + per_batch]
+                b = {k: v[:, idx] for k, v in seq.items()}
+                b["memory"] = tuple(m[idx] for m in mem0)
+                loss, parts = self._loss(b)
+                grad_norm = self._apply(loss)
+                parts["grad_norm"] = grad_norm
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+                count += 1
+        return {k: v / count for k, v in sums.items()}
+
+    @property
+    def epochs(self) -> int:
+        """Passes over each rollout."""
+        return self.config.epochs
+
+    def _apply(self, loss: Tensor) -> Tensor:
+        """Backward, clip, NaN guard, optimiser step; returns the gradient norm."""
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss ({loss.item()}) at update {self.updates}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.config.max_grad_norm)
+        if not torch.isfinite(norm):
+            raise FloatingPointError(f"non-finite gradient norm at update {self.updates}")
+        self.optimizer.step()
+        return norm.detach()
+
+    # -- state ---------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Policy, optimiser, RNG, collector (envs included) and episode window."""
+        return {
+            **super().state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "collector": self.collector.state_dict(),
+            "recent": [dict(e) for e in self.recent],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`state_dict`."""
+        super().load_state_dict(state)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.collector.load_state_dict(state["collector"])
+        self.recent.clear()
+        self.recent.extend(state["recent"])
+
+    def close(self) -> None:
+        """Closes the envs."""
+        self.envs.close()
+
+
+@register_learner("a2c")
+class A2C(PPO):
+    r"""Synchronous advantage actor-critic: one gradient step per rollout.
+
+    .. math:: L = -\mathbb{E}[\log\pi(a|s) A] + c_v \mathbb{E}(V - R)^2 - c_H \mathbb{E}H
+    """
+
+    @property
+    def epochs(self) -> int:
+        """One pass."""
+        return 1
+
+    def update(self, rollout: Rollout) -> dict[str, float]:
+        """One gradient step on the whole rollout."""
+        c = self.config
+        adv, ret = gae(rollout.rewards, rollout.values, rollout.ends, rollout.last_value,
+                       gamma=c.gamma, lam=c.gae_lambda)
+        R = c.recurrence
+        obs = {"image": windows(rollout.obs["image"], R), "mission": windows(rollout.obs["mission"], R)}
+        mem0 = tuple(m[::R].reshape(-1, *m.shape[2:]) for m in rollout.memory)
+        logits, values, _, _ = self.policy(obs, mem0, windows(rollout.starts, R))
+        logp_all = torch.log_softmax(logits, -1)
+        logp = logp_all.gather(-1, windows(rollout.actions, R).unsqueeze(-1)).squeeze(-1)
+        entropy = -(logp_all.exp() * logp_all).sum(-1)
+        loss, parts = a2c_loss(logp, windows(adv, R), values, windows(ret, R), entropy,
+                               value_coef=c.value_coef, entropy_coef=c.entropy_coef)
+        parts["grad_norm"] = self._apply(loss)
+        return {k: float(v) for k, v in parts.items()}

@@ -1,0 +1,132 @@
+"""Run configuration as a dataclass, one docstring per field.
+
+The CLI turns :class:`TrainConfig` into flags; ``--config FILE`` reads a JSON object
+with the same keys. :meth:`TrainConfig.from_dict` refuses unknown keys and wrong types
+with a ``ValueError`` that names them.
+
+Example:
+    >>> cfg = TrainConfig.from_dict({"env": "MiniGrid-DoorKey-5x5-v0", "frames": 4096})
+    >>> cfg.frames, cfg.memory
+    (4096, 'lstm')
+    >>> TrainConfig.from_dict({"frame": 1})
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown config key 'frame'; did you mean 'frames'?
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["TrainConfig"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run."""
+
+    algo: str = "ppo"
+    """Learner name in the registry (``metarim.algorithms.LEARNERS``)."""
+    memory: str = "lstm"
+    """Memory core name (``metarim.rl.MEMORY_CORES``): ``lstm`` or ``rim``."""
+    env: str = "MiniGrid-DoorKey-5x5-v0"
+    """Gymnasium level id."""
+    frames: int = 100_000
+    """Total environment frames to train for."""
+    seed: int = 0
+    """Seed of Python, NumPy, torch and the envs."""
+    num_envs: int = 16
+    """Parallel envs (``B``)."""
+    num_steps: int = 128
+    """Steps per env per rollout (``T``)."""
+    epochs: int = 4
+    """PPO epochs per rollout."""
+    batch_size: int = 256
+    """Frames per PPO minibatch; divides ``T * B`` and is a multiple of ``recurrence``."""
+    recurrence: int = 4
+    """Backprop-through-time window (steps); divides ``num_steps``."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    gamma: float = 0.99
+    """Discount."""
+    gae_lambda: float = 0.95
+    """GAE λ."""
+    clip: float = 0.2
+    """PPO ratio and value clip ε."""
+    value_coef: float = 0.5
+    """Value-loss weight."""
+    entropy_coef: float = 0.01
+    """Entropy-bonus weight."""
+    max_grad_norm: float = 0.5
+    """Gradient-norm clip."""
+    norm_adv: bool = True
+    """Normalise advantages per minibatch."""
+    hidden_size: int = 128
+    """Memory size (total over RIM modules)."""
+    num_units: int = 4
+    """RIM modules ``N``."""
+    k: int = 2
+    """Active RIM modules per step."""
+    combine: str = "film"
+    """How the mission meets the image: ``film`` or ``concat``."""
+    threads: int = 1
+    """``torch.set_num_threads``."""
+    checkpoint_every: int = 10
+    """Updates between checkpoints (one is always written at the end)."""
+    algo_options: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments for the learner (e.g. meta-learning settings)."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raises ``ValueError`` naming the first bad field."""
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            want = {"int": int, "float": (int, float), "str": str, "bool": bool}.get(str(f.type))
+            if want is not None and (not isinstance(v, want) or (want is not bool and isinstance(v, bool))):
+                raise ValueError(f"{f.name}={v!r} must be of type {f.type}")
+        for name in ("frames", "num_envs", "num_steps", "epochs", "batch_size", "recurrence",
+                     "hidden_size", "num_units", "k", "threads", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        for name in ("lr", "max_grad_norm"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be > 0")
+        if not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
+            raise ValueError("gamma and gae_lambda must be in [0, 1]")
+        if self.num_steps % self.recurrence:
+            raise ValueError(f"recurrence={self.recurrence} must divide num_steps={self.num_steps}")
+        if self.batch_size % self.recurrence or (self.num_steps * self.num_envs) % self.batch_size:
+            raise ValueError(
+                f"batch_size={self.batch_size} must be a multiple of recurrence={self.recurrence} "
+                f"and divide num_steps*num_envs={self.num_steps * self.num_envs}"
+            )
+        if self.k > self.num_units:
+            raise ValueError(f"k={self.k} must be in 1..num_units={self.num_units}")
+        if self.memory == "rim" and self.hidden_size % self.num_units:
+            raise ValueError(f"hidden_size={self.hidden_size} must be divisible by num_units={self.num_units}")
+        if self.combine not in ("film", "concat"):
+            raise ValueError(f"combine={self.combine!r} must be 'film' or 'concat'")
+        if not isinstance(self.algo_options, dict):
+            raise ValueError("algo_options must be a JSON object")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Builds a config, refusing unknown keys."""
+        if not isinstance(d, dict):
+            raise ValueError("a config must be a JSON object")
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in d:
+            if key not in names:
+                close = difflib.get_close_matches(key, names, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"unknown config key {key!r}{hint}")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict."""
+        return dataclasses.asdict(self)
