@@ -8,6 +8,7 @@ from torch import nn
 from torch.testing import assert_close
 
 from metarim.rim import RIM, GroupGRUCell, GroupLinear, GroupLSTMCell, RIMCell
+from rim_reference import reference_step
 
 
 @pytest.fixture(autouse=True)
@@ -83,6 +84,24 @@ def test_mask_has_k_ones_and_inactive_state_is_bit_identical(cell_kind, k):
         assert torch.equal(new[~active], old[~active])  # bit-identical, not approximately
         assert (new[active] != old[active]).any(dim=-1).all()  # every active module moved
     assert torch.equal(out, new_state[0].reshape(9, 12))
+
+
+@pytest.mark.parametrize("cell_kind", ["lstm", "gru"])
+@pytest.mark.parametrize("heads", [1, 3])
+def test_cell_equals_plain_per_module_reference(cell_kind, heads):
+    cell = small_cell(cell_kind, k=2, input_heads=heads)
+    x, state = torch.randn(9, 6), random_state(cell, batch=9)
+    out, new_state, mask = cell(x, state)
+    ref_out, ref_state, ref_mask = reference_step(cell, x, state)
+    assert torch.equal(mask, ref_mask)
+    assert_close(out, ref_out)
+    for a, b in zip(new_state, ref_state):
+        assert_close(a, b)
+    # and the gradients w.r.t. every parameter agree too
+    grads = torch.autograd.grad(out.square().sum(), list(cell.parameters()))
+    ref_grads = torch.autograd.grad(ref_out.square().sum(), list(cell.parameters()))
+    for (name, _), g, r in zip(cell.named_parameters(), grads, ref_grads):
+        assert_close(g, r, msg=name)
 
 
 def test_selection_follows_attention_to_the_real_input():
