@@ -46,7 +46,7 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        "dev": ["pytest>=7.4", "ruff>=0.5"],
+        "dev": ["pytest>=7.4", "ruff>=0.5", "tox>=4"],
         "docs": ["mkdocs>=1.5", "mkdocstrings[python]>=0.24", "mkdocs-material>=9"],
         "tensorboard": ["tensorboard>=2.10"],
         "ray": ["ray>=2.9"],

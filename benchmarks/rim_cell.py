@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-
 import pathlib
 import sys
+import time
 
 import torch
 

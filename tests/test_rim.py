@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from rim_reference import reference_step
 from torch import nn
 from torch.testing import assert_close
 
 from metarim.rim import RIM, GroupGRUCell, GroupLinear, GroupLSTMCell, RIMCell
-from rim_reference import reference_step
 
 
 @pytest.fixture(autouse=True)
