@@ -88,6 +88,7 @@ class Learner:
             "memory": self.config.memory,
             "frames": self.frames,
             "updates": self.updates,
+            "num_actions": int(self.policy.actor[-1].out_features),
             "policy": self.policy.state_dict(),
             "vocab": self.vocab.to_dict(),
             "torch_rng": torch.get_rng_state(),

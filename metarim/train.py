@@ -1,0 +1,168 @@
+"""The training loop behind ``metarim train``: run folder, metrics, checkpoints.
+
+A run folder holds ``config.json`` (config, seeds, library versions), ``vocab.json``,
+``metrics.csv`` (one row per learner step, first column ``updates``) and
+``checkpoints/ckpt-*.pt`` (the last two, written atomically). On ``--resume`` the latest
+complete checkpoint is loaded and ``metrics.csv`` is cut back to the rows it covers, so
+a run killed at any moment continues without missing or duplicated rows. ``SIGINT``
+stops after the current step with a final checkpoint; a non-finite loss or gradient
+stops before the parameters change and leaves the last good checkpoint in place.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import platform
+import random
+import signal
+import sys
+from typing import Any
+
+import numpy as np
+import torch
+
+from metarim.algorithms import make_learner
+from metarim.checkpoint import (
+    atomic_write_text,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from metarim.config import TrainConfig
+
+__all__ = ["Trainer", "csv_column", "versions"]
+
+
+def csv_column(key: str) -> str:
+    """Metric key → CSV column: ``rollout/x`` and ``time/x`` → ``x``, ``losses/x`` → ``loss_x``."""
+    group, _, name = key.rpartition("/")
+    return {"rollout": name, "time": name, "losses": f"loss_{name}", "": name}.get(group, key.replace("/", "_"))
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the libraries a result depends on."""
+    import gymnasium
+    import minigrid
+
+    import metarim
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "gymnasium": gymnasium.__version__,
+            "minigrid": minigrid.__version__, "metarim": metarim.__version__}
+
+
+class Trainer:
+    """Prepares a run folder and a learner; :meth:`run` trains to ``config.frames``.
+
+    Construction does all the checking (and raises ``ValueError`` on bad input) before
+    the folder is touched; :meth:`run` only trains.
+    """
+
+    def __init__(
+        self, config: TrainConfig, out: pathlib.Path, *, resume: bool = False,
+        progress: bool = True, tensorboard: Any = None,
+    ) -> None:
+        self.config, self.out, self.progress = config, pathlib.Path(out), progress
+        state = None
+        if resume:
+            ckpt = latest_checkpoint(self.out)
+            if ckpt is None:
+                raise ValueError(f"--resume: {self.out} has no complete checkpoint")
+            state = load_checkpoint(ckpt)
+        random.seed(config.seed)
+        np.random.seed(config.seed % 2**32)
+        torch.manual_seed(config.seed)
+        torch.set_num_threads(config.threads)
+        self.learner = make_learner(config)
+        self.metrics_path = self.out / "metrics.csv"
+        if state is not None:
+            self.learner.load_state_dict(state)
+            random.setstate(_tuple(state["py_rng"]))
+            self._truncate_metrics(self.learner.updates)
+        else:
+            self.out.mkdir(parents=True, exist_ok=True)
+            meta = {"config": config.to_dict(), "seeds": {"python": config.seed, "numpy": config.seed,
+                    "torch": config.seed, "envs": config.seed}, "versions": versions(),
+                    "command": sys.argv}
+            atomic_write_text(self.out / "config.json", json.dumps(meta, indent=2))
+        data = json.loads((self.out / "config.json").read_text())
+        if data["config"]["frames"] != config.frames:
+            data["config"]["frames"] = config.frames
+            atomic_write_text(self.out / "config.json", json.dumps(data, indent=2))
+        atomic_write_text(self.out / "vocab.json", json.dumps(self.learner.vocab.to_dict()))
+        self.writer = tensorboard(log_dir=str(self.out)) if tensorboard else None
+        self.interrupted = False
+
+    def _truncate_metrics(self, updates: int) -> None:
+        if not self.metrics_path.is_file():
+            return
+        lines = self.metrics_path.read_text().splitlines(keepends=True)
+        keep = lines[:1] + [ln for ln in lines[1:] if ln.endswith("\n") and int(ln.split(",")[0]) <= updates]
+        atomic_write_text(self.metrics_path, "".join(keep))
+
+    def checkpoint(self) -> pathlib.Path:
+        """Atomically saves the learner's state and the Python RNG."""
+        state = self.learner.state_dict()
+        state["py_rng"] = list(random.getstate())
+        return save_checkpoint(self.out, state, step=self.learner.updates)
+
+    def _write_row(self, metrics: dict[str, float]) -> None:
+        new = not self.metrics_path.is_file() or self.metrics_path.stat().st_size == 0
+        if new:
+            self.columns = ["updates", *[csv_column(k) for k in metrics]]
+            self.metrics_path.write_text(",".join(self.columns) + "\n")
+        elif not hasattr(self, "columns"):
+            self.columns = self.metrics_path.read_text().splitlines()[0].split(",")
+        row = {"updates": float(self.learner.updates), **{csv_column(k): v for k, v in metrics.items()}}
+        with open(self.metrics_path, "a") as f:
+            f.write(",".join(str(int(row["updates"])) if c == "updates" else repr(float(row.get(c, "nan")))
+                             for c in self.columns) + "\n")
+            f.flush()
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        self.interrupted = True
+
+    def run(self) -> int:
+        """Trains until ``config.frames``; returns the exit status (130 on Ctrl-C)."""
+        from tqdm import tqdm
+
+        c, learner = self.config, self.learner
+        old = signal.signal(signal.SIGINT, self._on_sigint)
+        bar = tqdm(total=c.frames, initial=learner.frames, unit="frame", disable=not self.progress,
+                   file=sys.stderr, dynamic_ncols=True)
+        try:
+            while learner.frames < c.frames and not self.interrupted:
+                before = learner.frames
+                try:
+                    m = learner.step()
+                except FloatingPointError as e:
+                    last = latest_checkpoint(self.out)
+                    print(f"metarim: error: {e}; stopped before the update, last good checkpoint: {last}",
+                          file=sys.stderr)
+                    return 1
+                self._write_row(m)
+                if self.writer is not None:
+                    for k, v in m.items():
+                        self.writer.add_scalar(k, v, learner.frames)
+                bar.update(learner.frames - before)
+                bar.set_postfix(fps=f"{m.get('time/fps', 0):.0f}", ret=f"{m.get('rollout/return_mean', 0):.2f}",
+                                success=f"{m.get('rollout/success_rate', 0):.2f}")
+                if learner.updates % c.checkpoint_every == 0:
+                    self.checkpoint()
+            self.checkpoint()
+        finally:
+            bar.close()
+            signal.signal(signal.SIGINT, old)
+            if self.writer is not None:
+                self.writer.close()
+            learner.close()
+        if self.interrupted:
+            print(f"metarim: interrupted at {learner.frames} frames; resume with: "
+                  f"metarim train --resume --out {self.out}", file=sys.stderr)
+            return 130
+        return 0
+
+
+def _tuple(x: Any) -> Any:
+    return tuple(_tuple(v) for v in x) if isinstance(x, list) else x
