@@ -14,7 +14,6 @@ $(PY):
 # torch first, pinned to the CPU build on this machine's disk (a bare `torch` would
 # pull a multi-GB CUDA build); then the patched learn2learn wheel; then the package.
 $(STAMP): $(PY) setup.py tools/build_learn2learn.sh
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "torch==2.13.0"
 	tools/build_learn2learn.sh $(PY) $(WHEELS)
 	$(PY) -m pip install --quiet --find-links $(WHEELS) -e ".[dev]"
