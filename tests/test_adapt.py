@@ -24,6 +24,15 @@ LR = 0.3
 SLOW_ATTENTION_PREFIXES = ("rim.cell.input_attention.", "rim.cell.comm_attention.")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: intra-op threads only add overhead (and stall badly on a busy host)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class Policy(nn.Module):
     """Linear encoder -> RIM -> linear head; returns (predictions (T, B, ACT), masks)."""
 
@@ -247,7 +256,7 @@ class _Episode(nn.Module):
         return meta_episode(self.meta, self.data, self.active, steps=2)[1]
 
 
-@pytest.mark.parametrize("name", ["rim.cell.input_attention.value.weight", "rim.cell.comm_attention.output.weight"])
+@pytest.mark.parametrize("name", ["rim.cell.input_attention.value.weight", "rim.cell.comm_attention.output.bias"])
 def test_gradcheck_outer_loss_through_two_masked_steps(name):
     torch.manual_seed(5)
     policy = make_policy(5)
@@ -271,7 +280,7 @@ def test_repeated_clone_adapt_backward_does_not_grow_memory():
 
     def episode() -> weakref.ref:
         learner = meta.clone()
-        learner.adapt(learner(x).pow(2).mean(), active=torch.ones(()).expand(1))
+        learner.adapt(learner(x).pow(2).mean(), active=torch.ones(1))
         learner(x).pow(2).mean().backward()
         return weakref.ref(learner.fast_parameters()["0.weight"])
 
