@@ -79,6 +79,31 @@ class TrainConfig:
     algo_options: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for the learner (e.g. meta-learning settings)."""
 
+    # --- meta-learning (metarim, maml, reptile; ignored by ppo/a2c) -----------------
+    # Defaults and the measurements behind them: docs/meta_learners.md.
+    inner_lr: float = 0.1
+    """Inner SGD step size α (Meta-RIM masked step, MAML step, evaluation adaptation)."""
+    inner_steps: int = 1
+    """Inner updates per task: MAML SGD steps, Reptile Adam steps (each on fresh rollouts)."""
+    chunk_length: int = 32
+    """Meta-RIM: steps per chunk; ``num_steps // chunk_length`` chunks, one inner step each."""
+    meta_batch: int = 4
+    """MAML/Reptile: tasks per meta-update."""
+    first_order: bool = False
+    """Drop second-order terms of the meta-gradient (Meta-RIM, MAML)."""
+    fast_weights: str = "reset"
+    """Meta-RIM fast weights after an outer step: ``reset`` (meta-init) or ``carry``."""
+    reset_memory: bool = True
+    """Meta-RIM: zero the recurrent state at episode starts inside a long sequence."""
+    meta_step: float = 1.0
+    """Reptile outer step ε in θ ← θ + ε·mean(θ̃ − θ)."""
+    task_sampler: str = "seeds"
+    """Task sampler (``metarim.tasks.SAMPLERS``): ``seeds`` or ``missions``."""
+    num_tasks: int = 20
+    """``seeds`` sampler: number of disjoint seed ranges of ``env``."""
+    held_out: float = 0.2
+    """Fraction of tasks held out for fast-adaptation evaluation."""
+
     def __post_init__(self) -> None:
         self.validate()
 
@@ -113,6 +138,31 @@ class TrainConfig:
             raise ValueError(f"combine={self.combine!r} must be 'film' or 'concat'")
         if not isinstance(self.algo_options, dict):
             raise ValueError("algo_options must be a JSON object")
+        self._validate_meta()
+
+    def _validate_meta(self) -> None:
+        """Checks the meta-learning block."""
+        for name in ("inner_steps", "chunk_length", "meta_batch", "num_tasks"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if not self.inner_lr >= 0:
+            raise ValueError(f"inner_lr={self.inner_lr} must be >= 0")
+        if not 0 < self.meta_step <= 1:
+            raise ValueError(f"meta_step={self.meta_step} must be in (0, 1]")
+        if not 0 < self.held_out < 1:
+            raise ValueError(f"held_out={self.held_out} must be in (0, 1)")
+        if self.fast_weights not in ("reset", "carry"):
+            raise ValueError(f"fast_weights={self.fast_weights!r} must be 'reset' or 'carry'")
+        if self.task_sampler not in ("seeds", "missions"):
+            raise ValueError(f"task_sampler={self.task_sampler!r} must be 'seeds' or 'missions'")
+        if self.algo == "metarim":
+            if self.memory != "rim":
+                raise ValueError(f"algo='metarim' needs memory='rim', got {self.memory!r}")
+            if self.num_steps % self.chunk_length or self.num_steps // self.chunk_length < 2:
+                raise ValueError(
+                    f"chunk_length={self.chunk_length} must divide num_steps={self.num_steps} "
+                    "into at least 2 chunks (one inner, one outer)"
+                )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
