@@ -181,7 +181,7 @@ def partition_parameters(module: nn.Module, fast: FastSpec = None) -> ParamParti
         >>> part = partition_parameters(RIM(4, 12, num_units=3, k=2))
         >>> part.fast
         ('cell.mechanisms.weight_ih', 'cell.mechanisms.weight_hh', 'cell.mechanisms.bias_ih', 'cell.mechanisms.bias_hh')
-        >>> part.num_units, "cell.comm_attention.query.weight" in part.slow
+        >>> part.num_units, "cell.comm_attention.output.weight" in part.slow
         (3, True)
     """
     match = _matcher(fast)
