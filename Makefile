@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.metarim-installed
 WHEELS := .cache/wheels
 
-.PHONY: demo test lint docs bench clean
+.PHONY: demo test lint docs bench tox clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,3 +33,12 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .cache build *.egg-info
+
+docs: $(STAMP)
+	$(PY) -m pip install --quiet --find-links $(WHEELS) -e ".[docs]"
+	$(VENV)/bin/mkdocs build --strict --site-dir .cache/site
+
+# tox needs the other Pythons on PATH (pyenv's shims are not enough for its discovery).
+tox: $(STAMP)
+	PATH=$$HOME/.pyenv/versions/3.12.1/bin:$$HOME/.pyenv/versions/3.13.0/bin:$$PATH \
+		$(VENV)/bin/tox -e py311,py312,py313,lint,docs

@@ -47,7 +47,7 @@ setup(
     ],
     extras_require={
         "dev": ["pytest>=7.4", "ruff>=0.5", "tox>=4"],
-        "docs": ["mkdocs>=1.5", "mkdocstrings[python]>=0.24", "mkdocs-material>=9"],
+        "docs": ["mkdocs>=1.5", "mkdocstrings[python]>=0.24", "pymdown-extensions>=10"],
         "tensorboard": ["tensorboard>=2.10"],
         "ray": ["ray>=2.9"],
     },
