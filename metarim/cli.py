@@ -125,8 +125,6 @@ def _build_config(args: argparse.Namespace) -> Any:
 
 def _prepare_out(args: argparse.Namespace) -> pathlib.Path:
     out = pathlib.Path(args.out)
-    if args.resume and args.overwrite:
-        raise UsageError("--resume and --overwrite exclude each other")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
     if not args.resume and out.is_dir() and any(out.iterdir()):
@@ -144,6 +142,8 @@ def _prepare_out(args: argparse.Namespace) -> pathlib.Path:
 
 
 def _cmd_train(args: argparse.Namespace) -> Any:
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite exclude each other")
     config = _build_config(args)
     out = _prepare_out(args)
     writer = None

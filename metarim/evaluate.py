@@ -139,6 +139,9 @@ def render(
 
     def snap(caption: str) -> None:
         img = Image.fromarray(env.render())
+        if img.width < 384:
+            scale = -(-384 // img.width)
+            img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
         canvas = Image.new("RGB", (img.width, img.height + 24), "white")
         canvas.paste(img, (0, 24))
         ImageDraw.Draw(canvas).text((4, 6), caption, fill="black")

@@ -1,0 +1,159 @@
+"""The ``metarim`` command line: smoke runs, resume, and a table of bad inputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from metarim.cli import main
+
+SMALL = ["--env", "MiniGrid-DoorKey-5x5-v0", "--num-envs", "4", "--num-steps", "32",
+         "--batch-size", "64", "--hidden-size", "32", "--epochs", "2", "--quiet"]
+TIME_COLUMNS = {"fps", "collect_s", "update_s"}
+
+
+def _train(out, *extra):
+    assert main(["train", "--out", str(out), *SMALL, *extra]) == 0
+
+
+def _rows(path):
+    with open(path) as f:
+        return [{k: v for k, v in r.items() if k not in TIME_COLUMNS} for r in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    _train(out, "--frames", "1024", "--checkpoint-every", "2")
+    return out
+
+
+def test_train_writes_run_folder(run):
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["config"]["frames"] == 1024 and cfg["config"]["num_envs"] == 4
+    assert {"torch", "minigrid", "gymnasium"} <= set(cfg["versions"])
+    with open(run / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 8 and float(rows[-1]["frames"]) == 1024
+    assert {"frames", "return_mean", "success_rate", "fps"} <= set(rows[0])
+    ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert ckpts == ["ckpt-00000006.pt", "ckpt-00000008.pt"]  # the last two, no temp files
+    assert json.loads((run / "vocab.json").read_text())["words"][:2] == ["go", "to"]
+
+
+def test_eval_prints_json(run, capsys):
+    assert main(["eval", "--run", str(run), "--episodes", "6", "--num-envs", "3"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["episodes"] == 6 and 0.0 <= res["success_rate"] <= 1.0
+    lo, hi = res["success_rate_ci95"]
+    assert lo <= res["success_rate"] <= hi
+    assert res["return_mean_ci95"][0] <= res["return_mean"] <= res["return_mean_ci95"][1]
+    assert res["frames"] == 1024
+
+
+def test_render_writes_gif(run, tmp_path, capsys):
+    gif = tmp_path / "agent.gif"
+    assert main(["render", "--run", str(run), "--out", str(gif), "--env",
+                 "BabyAI-GoToLocalS6N2-v0"]) == 0
+    from PIL import Image
+
+    with Image.open(gif) as img:  # PIL merges identical consecutive frames
+        assert 2 <= img.n_frames <= json.loads(capsys.readouterr().out)["frames"]
+        assert img.size[0] >= 384
+
+
+def test_resume_matches_uninterrupted_run(tmp_path):
+    _train(tmp_path / "full", "--frames", "768", "--checkpoint-every", "1")
+    _train(tmp_path / "part", "--frames", "384", "--checkpoint-every", "1")
+    assert main(["train", "--out", str(tmp_path / "part"), "--resume", "--frames", "768", "--quiet"]) == 0
+    assert _rows(tmp_path / "part" / "metrics.csv") == _rows(tmp_path / "full" / "metrics.csv")
+
+
+def test_resume_after_kill_cuts_uncovered_rows(tmp_path):
+    out = tmp_path / "r"
+    _train(out, "--frames", "1024", "--checkpoint-every", "3")  # 8 updates, ckpts 6 and 8 kept
+    ref = _rows(out / "metrics.csv")
+    # state of a run killed while writing row 8, before checkpoint 8: row 7 is not covered
+    lines = (out / "metrics.csv").read_text().splitlines(keepends=True)
+    (out / "metrics.csv").write_text("".join(lines[:8]) + lines[8][:10])
+    (out / "checkpoints" / "ckpt-00000008.pt").unlink()
+    assert main(["train", "--out", str(out), "--resume", "--quiet"]) == 0
+    assert _rows(out / "metrics.csv") == ref
+
+
+BAD = [
+    (["train", "--algo", "nope"], "unknown --algo"),
+    (["train", "--memory", "gru"], "unknown --memory"),
+    (["train", "--env", "BabyAI-GoToLocl-v0"], "did you mean"),
+    (["train", "--frames", "0"], "frames=0"),
+    (["train", "--num-envs", "-2"], "num_envs=-2"),
+    (["train", "--lr", "0"], "lr=0"),
+    (["train", "--lr", "abc"], "invalid float"),
+    (["train", "--memory", "rim", "--k", "5"], "k=5"),
+    (["train", "--recurrence", "5"], "recurrence=5"),
+    (["train", "--combine", "sum"], "combine"),
+    (["train", "--bogus"], "unrecognized"),
+    (["train", "--resume"], "not a metarim run"),
+    (["train", "--resume", "--overwrite"], "exclude"),
+    (["eval", "--run", "MISSING"], "not a metarim run"),
+    (["eval", "--episodes", "0"], "episodes"),
+    (["render", "--out", "x.png"], ".gif"),
+    (["frobnicate"], "invalid choice"),
+]
+
+
+@pytest.mark.parametrize("argv,needle", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_one_line_exit_2(argv, needle, tmp_path, capsys, run):
+    if argv[0] == "train":
+        argv = [*argv, "--out", str(tmp_path / "new")]
+    elif argv[0] in ("eval", "render") and "--run" not in argv:
+        argv = [*argv, "--run", str(run)]
+    argv = [str(tmp_path / a) if a in ("MISSING", "x.png") else a for a in argv]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert err.count("\n") == 1 and err.startswith("metarim: error: ") and needle in err
+    assert not (tmp_path / "new").exists()
+
+
+def test_bad_config_file(tmp_path, capsys):
+    for content, needle in [('{"frame": 10}', "did you mean 'frames'"), ('{"frames": "many"}', "frames='many'"),
+                            ("{not json", "not valid JSON"), ("[1]", "JSON object")]:
+        (tmp_path / "c.json").write_text(content)
+        with pytest.raises(SystemExit):
+            main(["train", "--config", str(tmp_path / "c.json"), "--out", str(tmp_path / "o")])
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and needle in err
+
+
+def test_existing_run_is_not_overwritten(run, capsys):
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--out", str(run), *SMALL, "--frames", "512"])
+    assert e.value.code == 2 and "--resume" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_corrupt_checkpoint(tmp_path, capsys):
+    out = tmp_path / "r"
+    _train(out, "--frames", "128")
+    ckpt = next((out / "checkpoints").iterdir())
+    ckpt.write_bytes(ckpt.read_bytes()[:100])
+    for argv in (["eval", "--run", str(out)], ["train", "--out", str(out), "--resume"]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and "corrupt" in err and err.count("\n") == 1
+
+
+def test_console_script_has_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "metarim.cli", "train", "--out", str(tmp_path / "o"),
+                           "--memory", "gru"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == ["metarim: error: unknown --memory 'gru'; choose one of ['lstm', 'rim']"]

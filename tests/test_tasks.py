@@ -1,0 +1,144 @@
+"""Task descriptions, samplers, vocabulary and env construction (real MiniGrid envs)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from metarim.tasks import (
+    SAMPLERS,
+    MissionFilter,
+    Task,
+    Vocab,
+    check_level,
+    make_env,
+    make_sampler,
+    make_vec_env,
+)
+
+GOTO = "BabyAI-GoToLocal-v0"
+
+
+def test_task_validation_and_roundtrip():
+    t = Task(GOTO, env_kwargs=(("b", 1), ("a", 2)), seed_start=5, seed_stop=9,
+             mission_filter=MissionFilter(colors=("red",), objects=("ball", "key")))
+    assert t.env_kwargs == (("a", 2), ("b", 1))
+    assert Task.from_dict(t.to_dict()) == t
+    with pytest.raises(ValueError, match="seed range"):
+        Task(GOTO, seed_start=5, seed_stop=5)
+    with pytest.raises(ValueError, match="level"):
+        Task("")
+
+
+def test_overlaps():
+    a = Task(GOTO, seed_start=0, seed_stop=10)
+    assert a.overlaps(Task(GOTO, seed_start=9, seed_stop=20))
+    assert not a.overlaps(Task(GOTO, seed_start=10, seed_stop=20))
+    assert not a.overlaps(Task("BabyAI-GoToLocalS6N2-v0", seed_start=0, seed_stop=10))
+    red = Task(GOTO, mission_filter=MissionFilter(("red",), ("ball",)))
+    blue = Task(GOTO, mission_filter=MissionFilter(("blue",), ("ball",)))
+    assert not red.overlaps(blue) and red.overlaps(Task(GOTO))
+
+
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("levels", {"levels": [GOTO, "BabyAI-GoToLocalS6N2-v0", "MiniGrid-DoorKey-5x5-v0"]}),
+        ("seeds", {"level": GOTO, "num_tasks": 10, "seed_stop": 1000}),
+        ("missions", {"level": GOTO}),
+    ],
+)
+def test_sampler_deterministic_and_disjoint_split(name, kwargs):
+    a, b = make_sampler(name, seed=3, **kwargs), make_sampler(name, seed=3, **kwargs)
+    assert a.sample(20) == b.sample(20)
+    assert a.sample(20) != make_sampler(name, seed=4, **kwargs).sample(20) or len(a.tasks) < 3
+    train, held = a.split(0.3)
+    assert train.tasks and held.tasks
+    assert sorted(map(repr, train.tasks + held.tasks)) == sorted(map(repr, a.tasks))
+    assert not any(x.overlaps(y) for x in train.tasks for y in held.tasks)
+    assert all(t in train.tasks for t in train.sample(50))
+    # the split itself is deterministic
+    assert make_sampler(name, seed=3, **kwargs).split(0.3)[1].tasks == held.tasks
+
+
+def test_sampler_state_and_errors():
+    s = make_sampler("seeds", level=GOTO, num_tasks=5, seed=1)
+    s.sample(3)
+    state = s.state_dict()
+    first = s.sample(5)
+    s.load_state_dict(state)
+    assert s.sample(5) == first
+    ranges = [(t.seed_start, t.seed_stop) for t in s.tasks]
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    assert set(SAMPLERS) >= {"levels", "seeds", "missions"}
+    with pytest.raises(ValueError, match="unknown sampler"):
+        make_sampler("nope")
+    with pytest.raises(ValueError, match="weights"):
+        make_sampler("levels", levels=[GOTO], weights=[-1.0])
+    with pytest.raises(ValueError, match="unknown colours"):
+        make_sampler("missions", level=GOTO, colors=["pink"])
+
+
+def test_check_level_suggests():
+    check_level(GOTO)
+    with pytest.raises(ValueError, match="did you mean BabyAI-GoToLocal-v0"):
+        check_level("BabyAI-GoToLocl-v0")
+
+
+def test_vocab():
+    v = Vocab(max_len=6)
+    ids = v.encode("go to the red ball")
+    assert ids.shape == (6,) and ids.dtype == np.int64 and ids[-1] == 0
+    assert v.decode(ids) == "go to the red ball"
+    v.encode("zebra")
+    w = Vocab.from_dict(v.to_dict())
+    assert w.words == v.words
+    w.frozen = True
+    assert w.encode("unicorn")[0] == Vocab.UNK
+
+
+def test_env_seed_range_filter_and_silence(capsys):
+    task = Task(GOTO, seed_start=100, seed_stop=110, mission_filter=MissionFilter(("red",), None))
+    env = make_env(task, Vocab(), seed=0)
+    for _ in range(15):
+        obs, info = env.reset()
+        assert 100 <= info["episode_seed"] < 110
+        assert "red" in env.mission
+        assert obs["mission"].shape == (32,) and obs["image"].shape == (7, 7, 3)
+    assert capsys.readouterr().out == ""
+
+
+def test_env_state_replay_is_exact():
+    env = make_env(Task("MiniGrid-DoorKey-5x5-v0"), Vocab(), seed=7)
+    env.reset()
+    for a in [0, 2, 2, 1, 2, 3]:
+        obs, *_ = env.step(a)
+    state = env.get_state()
+    other = make_env(Task("MiniGrid-DoorKey-5x5-v0"), Vocab(), seed=99)
+    obs2 = other.set_state(state)
+    np.testing.assert_array_equal(obs["image"], obs2["image"])
+    # both continue identically, including the next episode's seed
+    for a in [2, 2, 5, 1]:
+        o1, r1, *_ = env.step(a)
+        o2, r2, *_ = other.step(a)
+        np.testing.assert_array_equal(o1["image"], o2["image"])
+    assert env.reset()[1]["episode_seed"] == other.reset()[1]["episode_seed"]
+
+
+def test_vec_env_deterministic():
+    def run(seed):
+        envs = make_vec_env(Task(GOTO), 4, seed=seed, vocab=Vocab())
+        obs, _ = envs.reset()
+        out = [obs["image"].copy()]
+        rng = np.random.default_rng(0)
+        for _ in range(40):
+            obs, *_ = envs.step(rng.integers(0, 3, size=4))
+            out.append(obs["image"].copy())
+        envs.close()
+        return np.stack(out)
+
+    a, b = run(1), run(1)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, run(2))
+    with pytest.raises(ValueError, match="num_envs"):
+        make_vec_env(Task(GOTO), 0, seed=0, vocab=Vocab())
