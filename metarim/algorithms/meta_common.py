@@ -1,0 +1,155 @@
+r"""Pieces shared by the meta-learners: the differentiable A2C loss of a rollout, task
+samplers built from a config, parameter copies and the episode window.
+
+The inner and outer losses of Meta-RIM, MAML and Reptile are all the A2C loss of an
+on-policy rollout, re-run from its stored (detached) first memory through the given
+policy (the meta-parameters or a differentiable clone of them):
+
+.. math:: L(\theta) = -\frac{1}{TB}\sum_{t,b} \log\pi_\theta(a_{t,b}|h_{t,b}) \hat A_{t,b}
+          + c_v \frac{1}{TB}\sum_{t,b} (V_\theta(h_{t,b}) - \hat R_{t,b})^2
+          - c_H \frac{1}{TB}\sum_{t,b} H(\pi_\theta(\cdot|h_{t,b})),
+
+with GAE advantages :math:`\hat A` (normalised if ``config.norm_adv``) and returns
+:math:`\hat R` computed from the values recorded at collection time, so only
+:math:`\log\pi_\theta`, :math:`V_\theta` and :math:`H` carry gradient. A2C rather than
+the PPO surrogate: the data of each inner step is collected by the very parameters that
+are differentiated (so the importance ratio is 1 and clipping does nothing), and a
+single differentiable step is what MAML's analysis assumes.
+
+References:
+    Mnih et al. "Asynchronous Methods for Deep Reinforcement Learning". ICML 2016.
+    Finn, Abbeel, Levine. "Model-Agnostic Meta-Learning". ICML 2017. arXiv:1703.03400.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections import deque
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from metarim.config import TrainConfig
+from metarim.rl.losses import a2c_loss, gae
+from metarim.rl.rollout import Rollout
+from metarim.tasks.samplers import TaskSampler, make_sampler
+
+__all__ = [
+    "EpisodeWindow",
+    "quiet_nonleaf_grad",
+    "copy_into",
+    "make_task_samplers",
+    "parameter_values",
+    "rollout_a2c_loss",
+]
+
+
+def rollout_a2c_loss(
+    policy: nn.Module, rollout: Rollout, config: TrainConfig, *, reset_memory: bool = True
+) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
+    """Differentiable A2C loss of a whole ``(T, B)`` rollout under ``policy``.
+
+    Args:
+        policy: an actor-critic (or a clone of one) ``(obs, state, done) -> (logits,
+            value, state, masks)``.
+        rollout: on-policy experience; its ``memory[.][0]`` is the (detached) memory
+            before the first step.
+        config: gives ``gamma``, ``gae_lambda``, ``norm_adv``, ``value_coef``,
+            ``entropy_coef``.
+        reset_memory: zero the memory at episode starts, as the collector did.
+
+    Returns:
+        ``(loss, parts, masks)``: the scalar loss, its detached parts and the RIM
+        activity ``(T, B, N)`` of this re-run (``None`` for an LSTM).
+    """
+    adv, ret = gae(rollout.rewards, rollout.values, rollout.ends, rollout.last_value,
+                   gamma=config.gamma, lam=config.gae_lambda)
+    if config.norm_adv and adv.numel() > 1:
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    obs = {"image": rollout.obs["image"], "mission": rollout.obs["mission"]}
+    mem0 = tuple(m[0] for m in rollout.memory)
+    logits, values, _, masks = policy(obs, mem0, rollout.starts if reset_memory else None)
+    logp_all = torch.log_softmax(logits, -1)
+    logp = logp_all.gather(-1, rollout.actions.unsqueeze(-1)).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    loss, parts = a2c_loss(logp, adv, values, ret, entropy,
+                           value_coef=config.value_coef, entropy_coef=config.entropy_coef)
+    return loss, parts, masks
+
+
+@contextlib.contextmanager
+def quiet_nonleaf_grad() -> Iterator[None]:
+    """Silences torch's "``.grad`` of a non-leaf Tensor" warning inside the block.
+
+    ``learn2learn``'s ``clone_module`` and ``update_module`` re-apply ``nn.GRU``'s
+    ``_apply`` to a clone whose parameters are non-leaf by design, and torch warns when
+    it reads their ``.grad``. Harmless here; silenced only around cloning and adapting.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The .grad attribute of a Tensor that is not a leaf")
+        yield
+
+
+def make_task_samplers(config: TrainConfig) -> tuple[TaskSampler, TaskSampler]:
+    """``(train, held_out)`` samplers over ``config.env`` from ``config.task_sampler``.
+
+    ``seeds``: ``num_tasks`` disjoint seed ranges; ``missions``: one task per (colour,
+    object) family. ``held_out`` of the tasks are kept for fast-adaptation evaluation.
+
+    Example:
+        >>> cfg = TrainConfig(env="BabyAI-GoToLocalS6N2-v0", num_tasks=10, held_out=0.2)
+        >>> train, held = make_task_samplers(cfg)
+        >>> len(train.tasks), len(held.tasks)
+        (8, 2)
+    """
+    if config.task_sampler == "seeds":
+        sampler = make_sampler("seeds", level=config.env, num_tasks=config.num_tasks, seed=config.seed)
+    else:
+        sampler = make_sampler("missions", level=config.env, seed=config.seed)
+    return sampler.split(config.held_out)
+
+
+def parameter_values(module: nn.Module) -> dict[str, Tensor]:
+    """Detached copies of ``module``'s parameters, by name."""
+    return {n: p.detach().clone() for n, p in module.named_parameters()}
+
+
+@torch.no_grad()
+def copy_into(module: nn.Module, values: Mapping[str, Tensor]) -> None:
+    """Writes ``values`` into ``module``'s parameters in place (names must exist)."""
+    params = dict(module.named_parameters())
+    for name, value in values.items():
+        if name not in params:
+            raise ValueError(f"unknown parameter {name!r}")
+        params[name].copy_(value)
+
+
+class EpisodeWindow:
+    """The last ``size`` finished episodes and the ``rollout/*`` metrics PPO reports."""
+
+    def __init__(self, size: int = 100) -> None:
+        self.episodes: deque[dict[str, float]] = deque(maxlen=size)
+
+    def extend(self, episodes: list[dict[str, float]]) -> None:
+        """Adds finished episodes."""
+        self.episodes.extend(episodes)
+
+    def metrics(self) -> dict[str, float]:
+        """``rollout/return_mean``, ``rollout/success_rate``, ``rollout/length_mean``."""
+        ep = list(self.episodes)
+        mean = lambda key: float(np.mean([e[key] for e in ep])) if ep else float("nan")  # noqa: E731
+        return {"rollout/return_mean": mean("return"), "rollout/success_rate": mean("success"),
+                "rollout/length_mean": mean("length")}
+
+    def state_dict(self) -> list[dict[str, Any]]:
+        """Plain data."""
+        return [dict(e) for e in self.episodes]
+
+    def load_state_dict(self, state: list[dict[str, Any]]) -> None:
+        """Inverse of :meth:`state_dict`."""
+        self.episodes.clear()
+        self.episodes.extend(state)

@@ -1,0 +1,180 @@
+r"""Meta-RIM: fast, masked adaptation of the RIM modules inside long sequences; slow
+meta-learning of the attention, encoders and heads.
+
+One :meth:`MetaRIM.step` reads ``C = num_steps // chunk_length`` consecutive chunks of
+``chunk_length`` steps from each of ``num_envs`` envs. Every env keeps running across
+chunks and across updates, so each column is one long sequence of concatenated
+episodes (of one training task per env). Let :math:`\theta` be the fast parameters (the
+per-module recurrent weights of the RIM mechanisms), :math:`\phi` the slow ones, and
+:math:`a_i \in \{0,1\}^N` the modules the input attention selected at some step of chunk
+:math:`i` (``reduce_activity(masks, "any")``). With :math:`\theta_0 = \theta`:
+
+.. math::
+    \theta_{i+1} = \theta_i - \alpha\, M(a_i) \odot \nabla_{\theta_i} L_i(\theta_i, \phi),
+    \qquad i = 0, \dots, C-2,
+
+    \mathcal{L}_{outer}(\theta, \phi) = \frac{1}{C-1} \sum_{i=1}^{C-1} L_i(\theta_i, \phi),
+
+    (\theta, \phi) \gets \mathrm{Adam}\big(\nabla_{\theta, \phi} \mathcal{L}_{outer}\big),
+
+where :math:`L_i` is the A2C loss of chunk :math:`i` (see
+:func:`~metarim.algorithms.meta_common.rollout_a2c_loss`), chunk :math:`i` is *collected*
+by :math:`(\theta_i, \phi)` (so every loss is on-policy), and the gradient flows through
+every inner step (second order; ``first_order=True`` treats each
+:math:`\nabla_{\theta_i} L_i` as a constant). The memory is detached at chunk boundaries
+(each chunk is re-run from its stored memory) and, with ``reset_memory=True`` (default),
+zeroed at episode starts: what carries over from one episode to the next is the fast
+weights, not the activations.
+
+After the outer step the fast weights are either
+
+* ``fast_weights="reset"`` (default): left at the meta-learned initial values
+  :math:`\theta` (MAML style), so every update adapts from the same starting point; or
+* ``"carry"``: moved by the inner progress of this update,
+  :math:`\theta \gets \theta^{Adam} + (\theta_C - \theta_0)`, where :math:`\theta_C` also
+  includes a (first-order) step on the last chunk, so adaptation continues across updates.
+
+``docs/meta_learners.md`` gives the measurement behind the default.
+
+References:
+    Madan, Ke, Goyal, Schölkopf, Bengio. "Fast and Slow Learning of Recurrent
+    Independent Mechanisms". ICLR 2021. arXiv:2105.08710.
+    Goyal et al. "Recurrent Independent Mechanisms". ICLR 2021. arXiv:1909.10893.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from metarim.adapt import MaskedMAML
+from metarim.algorithms.base import Learner, build_policy, register_learner
+from metarim.algorithms.meta_common import (
+    EpisodeWindow,
+    quiet_nonleaf_grad,
+    make_task_samplers,
+    parameter_values,
+    rollout_a2c_loss,
+)
+from metarim.config import TrainConfig
+from metarim.params import reduce_activity
+from metarim.rl.rollout import RolloutCollector
+from metarim.tasks.envs import make_vec_env
+
+__all__ = ["MetaRIM"]
+
+
+@register_learner("metarim")
+class MetaRIM(Learner):
+    """Meta-RIM learner (see the module docstring for the update).
+
+    Args:
+        config: ``memory`` must be ``"rim"``; uses ``inner_lr``, ``chunk_length``,
+            ``num_steps``, ``num_envs``, ``first_order``, ``fast_weights``,
+            ``reset_memory``, ``lr`` and the A2C coefficients.
+
+    Attributes:
+        meta: the :class:`~metarim.adapt.MaskedMAML` wrapper of :attr:`policy`.
+        train_tasks, held_out_tasks: the task split (one training task per env column).
+    """
+
+    def __init__(self, config: TrainConfig) -> None:
+        super().__init__(config)
+        if config.memory != "rim":
+            raise ValueError(f"metarim needs memory='rim', got {config.memory!r}")
+        torch.manual_seed(config.seed)
+        self.train_tasks, self.held_out_tasks = make_task_samplers(config)
+        tasks = [self.train_tasks.tasks[b % len(self.train_tasks.tasks)] for b in range(config.num_envs)]
+        self.envs = make_vec_env(tasks, config.num_envs, seed=config.seed, vocab=self.vocab)
+        self.policy = build_policy(config, int(self.envs.single_action_space.n), self.vocab)
+        self.meta = MaskedMAML(self.policy, config.inner_lr, first_order=config.first_order)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr, eps=1e-5)
+        self.num_chunks = config.num_steps // config.chunk_length
+        self.collector = RolloutCollector(self.envs, self.policy, config.chunk_length,
+                                          reset_memory=config.reset_memory)
+        self.recent = EpisodeWindow()
+
+    def step(self, tasks: Any = None) -> dict[str, float]:
+        """One meta-update on ``num_chunks`` consecutive chunks of every env's sequence."""
+        with quiet_nonleaf_grad():
+            return self._step()
+
+    def _step(self) -> dict[str, float]:
+        c = self.config
+        t0 = time.perf_counter()
+        before = parameter_values(self.policy) if c.fast_weights == "carry" else None
+        learner = self.meta.clone()
+        outer, inner_losses, active, frames, collect_s = [], [], [], 0, 0.0
+        last = self.num_chunks - 1
+        for i in range(self.num_chunks):
+            tc = time.perf_counter()
+            self.collector.policy = learner  # chunk i is collected by (θ_i, φ)
+            rollout = self.collector.collect()
+            collect_s += time.perf_counter() - tc
+            frames += rollout.num_frames
+            self.recent.extend(rollout.episodes)
+            loss, _, masks = rollout_a2c_loss(learner, rollout, c, reset_memory=c.reset_memory)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss ({loss.item()}) at update {self.updates}")
+            if i > 0:
+                outer.append(loss)
+            if i < last:
+                inner_losses.append(loss.item())
+                act = reduce_activity(masks)
+                active.append(float(act.mean()))
+                learner.adapt(loss, active=act, retain_graph=True)
+            elif c.fast_weights == "carry":
+                learner.adapt(loss, active=reduce_activity(masks), first_order=True, retain_graph=True)
+        self.collector.policy = self.policy
+        outer_loss = torch.stack(outer).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        outer_loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), c.max_grad_norm)
+        if not torch.isfinite(norm):
+            raise FloatingPointError(f"non-finite gradient norm at update {self.updates}")
+        self.optimizer.step()
+        if before is not None:
+            self._carry(before, {n: t.detach() for n, t in learner.fast_parameters().items()})
+        self.frames += frames
+        self.updates += 1
+        elapsed = time.perf_counter() - t0
+        return {
+            "frames": float(self.frames),
+            **self.recent.metrics(),
+            "losses/inner": sum(inner_losses) / len(inner_losses),
+            "losses/outer": outer_loss.item(),
+            "losses/grad_norm": float(norm),
+            "meta/active_fraction": sum(active) / len(active),
+            "time/fps": frames / elapsed,
+            "time/collect_s": collect_s,
+            "time/update_s": elapsed - collect_s,
+        }
+
+    @torch.no_grad()
+    def _carry(self, before: dict[str, torch.Tensor], adapted: dict[str, torch.Tensor]) -> None:
+        r""":math:`\theta \gets \theta^{Adam} + (\theta_C - \theta_0)` on the fast parameters."""
+        params = dict(self.policy.named_parameters())
+        for name, value in adapted.items():
+            params[name].add_(value - before[name])
+
+    def state_dict(self) -> dict[str, Any]:
+        """Policy, optimiser, collector (envs included), episode window, task samplers."""
+        return {
+            **super().state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "collector": self.collector.state_dict(),
+            "recent": self.recent.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`state_dict`."""
+        super().load_state_dict(state)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.collector.load_state_dict(state["collector"])
+        self.recent.load_state_dict(state["recent"])
+
+    def close(self) -> None:
+        """Closes the envs."""
+        self.envs.close()

@@ -1,0 +1,142 @@
+r"""Reptile for recurrent policies: adapt to each task with a few optimiser steps,
+then move the initial parameters towards the adapted ones.
+
+For a meta-batch of tasks :math:`\tau_1..\tau_m` from the training sampler, each task
+starts from :math:`\theta` and takes :math:`S` = ``inner_steps`` Adam steps (fresh
+optimiser state, rate ``lr``) on the A2C loss of fresh on-policy rollouts of that task,
+giving :math:`\tilde\theta_j`. The outer update is the interpolation
+
+.. math:: \theta \gets \theta + \varepsilon \Big(\frac{1}{m}\sum_{j=1}^m \tilde\theta_j
+          - \theta\Big)
+
+with :math:`\varepsilon` = ``meta_step`` (:func:`reptile_update`). With :math:`S = 1`
+Reptile is plain joint training on the expected loss; it differs from it (and picks up
+the MAML-like term :math:`-\tfrac{\alpha^2}{2}\nabla\|\nabla L\|^2`) only for
+:math:`S \geq 2`, so use ``--inner-steps`` of 2 or more.
+
+References:
+    Nichol, Achiam, Schulman. "On First-Order Meta-Learning Algorithms".
+    arXiv:1803.02999, 2018.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from metarim.algorithms.base import Learner, build_policy, register_learner
+from metarim.algorithms.maml import TaskCollectors, num_actions
+from metarim.algorithms.meta_common import (
+    EpisodeWindow,
+    copy_into,
+    make_task_samplers,
+    parameter_values,
+    rollout_a2c_loss,
+)
+from metarim.config import TrainConfig
+from metarim.tasks.task import Task
+
+__all__ = ["Reptile", "reptile_update"]
+
+
+def reptile_update(
+    theta: Mapping[str, Tensor], adapted: Sequence[Mapping[str, Tensor]], eps: float
+) -> dict[str, Tensor]:
+    r"""Pure Reptile interpolation :math:`\theta + \varepsilon(\bar{\tilde\theta} - \theta)`.
+
+    Args:
+        theta: the initial parameters, by name.
+        adapted: one dict per task of adapted parameters (same names).
+        eps: the outer step :math:`\varepsilon`.
+
+    Example:
+        >>> th = {"w": torch.tensor([0.0, 2.0])}
+        >>> reptile_update(th, [{"w": torch.tensor([1.0, 2.0])}, {"w": torch.tensor([3.0, 0.0])}], 0.5)
+        {'w': tensor([1.0000, 1.5000])}
+    """
+    if not adapted:
+        raise ValueError("reptile_update needs at least one adapted parameter set")
+    out = {}
+    for name, value in theta.items():
+        mean = torch.stack([a[name] for a in adapted]).mean(0)
+        out[name] = value + eps * (mean - value)
+    return out
+
+
+@register_learner("reptile")
+class Reptile(Learner):
+    """Reptile learner (see the module docstring for the update).
+
+    Args:
+        config: uses ``inner_steps``, ``meta_batch``, ``meta_step``, ``lr``,
+            ``num_envs``, ``num_steps``, ``task_sampler``, ``memory``.
+    """
+
+    def __init__(self, config: TrainConfig) -> None:
+        super().__init__(config)
+        torch.manual_seed(config.seed)
+        self.train_tasks, self.held_out_tasks = make_task_samplers(config)
+        self.policy = build_policy(config, num_actions(self.train_tasks.tasks[0], self.vocab), self.vocab)
+        self.tasks = TaskCollectors(config, self)
+        self.recent = EpisodeWindow()
+        self._frames = 0
+        self._losses: list[float] = []
+
+    def adapt_task(self, task: Task, theta: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        r"""Starts from ``theta``, takes ``inner_steps`` Adam steps on ``task``; returns :math:`\tilde\theta`."""
+        c = self.config
+        copy_into(self.policy, theta)
+        opt = torch.optim.Adam(self.policy.parameters(), lr=c.lr, eps=1e-5)
+        for _ in range(c.inner_steps):
+            rollout = self.tasks.collect(task, self.policy)
+            self._frames += rollout.num_frames
+            self.recent.extend(rollout.episodes)
+            loss, _, _ = rollout_a2c_loss(self.policy, rollout, c)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss ({loss.item()}) at update {self.updates}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), c.max_grad_norm)
+            opt.step()
+            self._losses.append(loss.item())
+        return parameter_values(self.policy)
+
+    def step(self, tasks: list[Task] | None = None) -> dict[str, float]:
+        """One Reptile update over ``tasks`` (default: ``meta_batch`` sampled training tasks)."""
+        c = self.config
+        t0 = time.perf_counter()
+        tasks = tasks if tasks is not None else self.train_tasks.sample(c.meta_batch)
+        self._frames, self._losses = 0, []
+        theta = parameter_values(self.policy)
+        adapted = [self.adapt_task(task, theta) for task in tasks]
+        new = reptile_update(theta, adapted, c.meta_step)
+        copy_into(self.policy, new)
+        shift = torch.sqrt(sum(((new[n] - theta[n]) ** 2).sum() for n in theta))
+        self.frames += self._frames
+        self.updates += 1
+        return {
+            "frames": float(self.frames),
+            **self.recent.metrics(),
+            "losses/inner": sum(self._losses) / len(self._losses),
+            "meta/step_norm": float(shift),
+            "time/fps": self._frames / (time.perf_counter() - t0),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Policy, task-sampler RNG and episode window (envs restart on load)."""
+        return {**super().state_dict(), "sampler": self.train_tasks.state_dict(),
+                "recent": self.recent.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`state_dict`."""
+        super().load_state_dict(state)
+        self.train_tasks.load_state_dict(state["sampler"])
+        self.recent.load_state_dict(state["recent"])
+
+    def close(self) -> None:
+        """Closes the envs."""
+        self.tasks.close()
