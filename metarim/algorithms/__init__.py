@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from metarim.algorithms import maml, meta_rim, reptile  # noqa: F401,E402  (registers metarim, maml, reptile)
 from metarim.algorithms.base import LEARNERS, Learner, build_policy, make_learner, register_learner
 from metarim.algorithms.ppo import A2C, PPO
-from metarim.algorithms import maml, meta_rim, reptile  # noqa: F401,E402  (registers metarim, maml, reptile)
 
 __all__ = ["A2C", "LEARNERS", "PPO", "Learner", "build_policy", "make_learner", "register_learner"]

@@ -36,8 +36,8 @@ import torch
 from metarim.algorithms.base import Learner, build_policy, register_learner
 from metarim.algorithms.meta_common import (
     EpisodeWindow,
-    quiet_nonleaf_grad,
     make_task_samplers,
+    quiet_nonleaf_grad,
     rollout_a2c_loss,
 )
 from metarim.config import TrainConfig
