@@ -37,12 +37,19 @@ References:
 from __future__ import annotations
 
 import numbers
-from typing import Any, Callable, Mapping, Optional, Union
+from collections.abc import Callable, Mapping
+from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
-from metarim.params import FastSpec, ParamPartition, TensorDict, partition_parameters, reduce_activity
+from metarim.params import (
+    FastSpec,
+    ParamPartition,
+    TensorDict,
+    partition_parameters,
+    reduce_activity,
+)
 
 __all__ = [
     "MaskedLearner",
@@ -56,10 +63,10 @@ __all__ = [
 LearningRate = Union[float, Mapping[str, Union[float, Tensor]]]
 """A scalar step size, or one (possibly learnable, Meta-SGD) rate per fast parameter name."""
 
-_BACKENDS: dict[str, type["MaskedLearner"]] = {}
+_BACKENDS: dict[str, type[MaskedLearner]] = {}
 
 
-def register_backend(name: str) -> Callable[[type["MaskedLearner"]], type["MaskedLearner"]]:
+def register_backend(name: str) -> Callable[[type[MaskedLearner]], type[MaskedLearner]]:
     """Class decorator registering a :class:`MaskedLearner` subclass under ``name``."""
 
     def wrap(cls: type[MaskedLearner]) -> type[MaskedLearner]:

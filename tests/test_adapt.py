@@ -403,3 +403,14 @@ def test_bad_input_raises_value_error():
         learner.adapt(loss, active=torch.ones(3))
     with pytest.raises(ValueError, match="length 5"):
         learner.adapt(loss, active=torch.ones(T, B, 5))
+
+
+def test_docs_example_runs(capsys):
+    import pathlib
+    import re
+
+    doc = pathlib.Path(__file__).resolve().parents[1] / "docs" / "adaptation.md"
+    code = re.findall(r"```python\n(.*?)```", doc.read_text(), re.S)
+    assert len(code) == 1
+    exec(compile(code[0], str(doc), "exec"), {})
+    assert capsys.readouterr().out.strip() == "tensor(True)"
