@@ -19,6 +19,7 @@ from metarim.rim import RIM, GroupGRUCell, GroupLinear, GroupLSTMCell, RIMCell
 # Public names provided by submodules that are imported on first access.
 _LAZY = {
     # filled in by the modules that need heavy imports (learn2learn, minigrid, ...)
+    "MaskedLearner": "metarim.backends",
     "MaskedMAML": "metarim.adapt",
     "ParamPartition": "metarim.params",
     "partition_parameters": "metarim.params",

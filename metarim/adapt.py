@@ -22,10 +22,10 @@ With ``first_order=True`` the inner gradient is a constant (as in first-order MA
 second terms vanish, :math:`\nabla_\theta \mathcal{L}_{out} = \partial_{\theta'}
 \mathcal{L}_{out}` and :math:`\nabla_\phi \mathcal{L}_{out} = \partial_\phi \mathcal{L}_{out}`.
 
-Three interchangeable backends compute this, chosen by name: ``"learn2learn"`` (default;
-``clone_module`` + a masked ``maml_update``), ``"higher"`` (a patched module and a
-differentiable SGD whose gradients are masked by a ``grad_callback``) and ``"func"``
-(``torch.func.functional_call`` over a parameter dict).
+Three interchangeable backends (:mod:`metarim.backends`) compute this, chosen by name:
+``"learn2learn"`` (default; ``clone_module`` + a masked ``maml_update``), ``"higher"`` (a
+patched module and a differentiable SGD whose gradients are masked by a
+``grad_callback``) and ``"func"`` (``torch.func.functional_call`` over a parameter dict).
 
 References:
     Madan, Ke, Goyal, Schölkopf, Bengio. "Fast and Slow Learning of Recurrent
@@ -38,21 +38,17 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable, Mapping
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
-from metarim.params import (
-    FastSpec,
-    ParamPartition,
-    TensorDict,
-    partition_parameters,
-    reduce_activity,
-)
+from metarim.params import FastSpec, TensorDict, partition_parameters
+
+if TYPE_CHECKING:
+    from metarim.backends import MaskedLearner
 
 __all__ = [
-    "MaskedLearner",
     "MaskedMAML",
     "available_backends",
     "masked_maml_update",
@@ -76,6 +72,12 @@ def register_backend(name: str) -> Callable[[type[MaskedLearner]], type[MaskedLe
     return wrap
 
 
+def _registry() -> dict[str, type[MaskedLearner]]:
+    import metarim.backends  # noqa: F401  (registers the built-in backends on first use)
+
+    return _BACKENDS
+
+
 def available_backends() -> tuple[str, ...]:
     """Names accepted by ``MaskedMAML(backend=...)``.
 
@@ -83,7 +85,7 @@ def available_backends() -> tuple[str, ...]:
         >>> available_backends()
         ('func', 'higher', 'learn2learn')
     """
-    return tuple(sorted(_BACKENDS))
+    return tuple(sorted(_registry()))
 
 
 def _check_lr(lr: Any) -> float:
@@ -162,173 +164,10 @@ def masked_maml_update(
     return update_module(module)
 
 
-class MaskedLearner(nn.Module):
-    """A differentiable clone made by :meth:`MaskedMAML.clone`; runs like the wrapped module.
-
-    Subclasses (one per backend) implement :meth:`forward`, :meth:`parameter_dict` and
-    ``_update``; masking, reductions and defaults live here.
-    """
-
-    def __init__(self, meta: MaskedMAML, first_order: bool):
-        super().__init__()
-        self.partition: ParamPartition = meta.partition
-        self.first_order = first_order
-        self.reduction = meta.reduction
-        self.lr: LearningRate = meta.learning_rates()
-
-    def parameter_dict(self) -> TensorDict:
-        """Current (adapted) tensors of all parameters, by their name in the wrapped module."""
-        raise NotImplementedError
-
-    def fast_parameters(self) -> TensorDict:
-        """Current tensors of the fast parameters only."""
-        params = self.parameter_dict()
-        return {name: params[name] for name in self.partition.fast}
-
-    def block_masks(self, active: Optional[Any]) -> Optional[TensorDict]:
-        """Masks for ``active`` (``None``: no mask); ``(..., N)`` is reduced first."""
-        if active is None:
-            return None
-        if not isinstance(active, Tensor):
-            active = torch.as_tensor(active)
-        if active.dim() > 1:
-            active = reduce_activity(active, self.reduction)
-        dtype = next(iter(self.fast_parameters().values())).dtype
-        return self.partition.block_masks(active, dtype=dtype)
-
-    def adapt(
-        self,
-        loss: Tensor,
-        active: Optional[Any] = None,
-        *,
-        first_order: Optional[bool] = None,
-        retain_graph: Optional[bool] = None,
-    ) -> None:
-        r"""One masked inner step :math:`\theta \gets \theta - \alpha (M(a) \odot \nabla_\theta L)`.
-
-        Args:
-            loss: inner loss, computed with this learner.
-            active: module activity: ``None`` (all modules), a ``(N,)`` bool/float vector,
-                or selection masks ``(B, N)`` / ``(T, B, N)`` reduced over every leading
-                axis by :func:`~metarim.params.reduce_activity` with the ``reduction`` of
-                the :class:`MaskedMAML` (default ``"any"``: a module counts as active if
-                it was selected at any step, for any batch element).
-            first_order: ``None`` uses the learner's default.
-            retain_graph: keep the inner loss graph (default: only in second order).
-                Pass ``True`` in first order if the outer loss backpropagates through
-                the inner forward pass, e.g. through an undetached recurrent state.
-
-        Raises:
-            ValueError: if ``active`` does not have one entry per module.
-        """
-        first_order = self.first_order if first_order is None else first_order
-        masks = self.block_masks(active)
-        fast = self.fast_parameters()
-        grads = torch.autograd.grad(
-            loss,
-            list(fast.values()),
-            create_graph=not first_order,
-            retain_graph=(not first_order) if retain_graph is None else retain_graph,
-            allow_unused=True,
-        )
-        self._update(dict(zip(fast, grads)), masks)
-
-    def _update(self, grads: Mapping[str, Optional[Tensor]], masks: Optional[TensorDict]) -> None:
-        raise NotImplementedError
-
-
-@register_backend("learn2learn")
-class L2LLearner(MaskedLearner):
-    """``learn2learn.clone_module`` of the module, updated by :func:`masked_maml_update`."""
-
-    def __init__(self, meta: MaskedMAML, first_order: bool):
-        from learn2learn.utils import clone_module
-
-        super().__init__(meta, first_order)
-        self.module = clone_module(meta.module)
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self.module(*args, **kwargs)
-
-    def parameter_dict(self) -> TensorDict:
-        return dict(self.module.named_parameters())
-
-    def _update(self, grads: Mapping[str, Optional[Tensor]], masks: Optional[TensorDict]) -> None:
-        self.module = masked_maml_update(self.module, self.lr, grads, masks)
-
-
-@register_backend("func")
-class FuncLearner(MaskedLearner):
-    """A parameter dict run through ``torch.func.functional_call`` on the original module."""
-
-    def __init__(self, meta: MaskedMAML, first_order: bool):
-        super().__init__(meta, first_order)
-        self._module = (meta.module,)  # a reference, not a submodule: its parameters are not ours
-        self.params: TensorDict = dict(meta.module.named_parameters())
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return torch.func.functional_call(self._module[0], self.params, args, kwargs)
-
-    def parameter_dict(self) -> TensorDict:
-        return dict(self.params)
-
-    def _update(self, grads: Mapping[str, Optional[Tensor]], masks: Optional[TensorDict]) -> None:
-        self.params = masked_sgd(self.params, self.lr, grads, masks)
-
-
-@register_backend("higher")
-class HigherLearner(MaskedLearner):
-    """``higher``'s patched module and differentiable SGD (lr 1) with masked gradients.
-
-    This is what ``higher.innerloop_ctx(module, SGD(fast), copy_initial_weights=False)``
-    builds, kept beyond a ``with`` block. The ``grad_callback`` returns
-    :math:`\\alpha (M \\odot g)` for fast tensors (detached in first order) and ``None``
-    for slow ones. ``higher`` differentiates every parameter with ``create_graph``, so
-    this backend is a cross-check, not the fast path.
-    """
-
-    def __init__(self, meta: MaskedMAML, first_order: bool):
-        import higher
-
-        super().__init__(meta, first_order)
-        named = list(meta.module.named_parameters())
-        self._names = [name for name, _ in named]
-        fast = set(self.partition.fast)
-        sgd = torch.optim.SGD([p for name, p in named if name in fast], lr=1.0)
-        self.fmodule = higher.patch.monkeypatch(meta.module, copy_initial_weights=False)
-        self._opt = higher.optim.get_diff_optim(sgd, [p for _, p in named], fmodel=self.fmodule)
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self.fmodule(*args, **kwargs)
-
-    def parameter_dict(self) -> TensorDict:
-        return dict(zip(self._names, self.fmodule.fast_params))
-
-    def adapt(self, loss: Tensor, active: Optional[Any] = None, *,
-              first_order: Optional[bool] = None, retain_graph: Optional[bool] = None) -> None:
-        first_order = self.first_order if first_order is None else first_order
-        masks = self.block_masks(active)
-        fast = set(self.partition.fast)
-
-        def callback(grads: tuple[Optional[Tensor], ...]) -> list[Optional[Tensor]]:
-            out: list[Optional[Tensor]] = []
-            for name, grad in zip(self._names, grads):
-                if name not in fast or grad is None:
-                    out.append(None)
-                    continue
-                grad = grad.detach() if first_order else grad
-                out.append(-_step(self.lr, name, grad, None if masks is None else masks.get(name)))
-            return out
-
-        self._opt.step(loss, grad_callback=callback)
-
-    adapt.__doc__ = MaskedLearner.adapt.__doc__
-
-
 class MaskedMAML(nn.Module):
     r"""MAML whose inner step adapts only the fast parameters of the active RIM modules.
 
-    Inner step (:meth:`MaskedLearner.adapt`), for fast :math:`\theta`, slow :math:`\phi`,
+    Inner step (:meth:`metarim.backends.MaskedLearner.adapt`), for fast :math:`\theta`, slow :math:`\phi`,
     activity :math:`a \in [0,1]^N` and block mask :math:`M(a)`:
 
     .. math:: \theta' = \theta - \alpha \odot \big(M(a) \odot \nabla_\theta
@@ -337,7 +176,7 @@ class MaskedMAML(nn.Module):
     Outer step: ``L_out(learner(...)).backward()`` gives :math:`\nabla_{\theta,\phi}
     \mathcal{L}_{out}(\theta'(\theta, \phi), \phi)` through the inner step (second order),
     or with :math:`\nabla_\theta \mathcal{L}_{in}` held constant (``first_order=True``).
-    Slow parameters are never changed by :meth:`~MaskedLearner.adapt`, yet receive the
+    Slow parameters are never changed by :meth:`~metarim.backends.MaskedLearner.adapt`, yet receive the
     full outer gradient: the fast set is chosen by name, not by ``requires_grad``.
 
     Args:
@@ -389,7 +228,7 @@ class MaskedMAML(nn.Module):
     ):
         super().__init__()
         self.lr = _check_lr(lr)
-        if backend not in _BACKENDS:
+        if backend not in _registry():
             raise ValueError(f"backend={backend!r} is not one of {available_backends()}")
         if reduction not in ("any", "mean"):
             raise ValueError(f"reduction={reduction!r} must be 'any' or 'mean'")
@@ -416,7 +255,7 @@ class MaskedMAML(nn.Module):
     def clone(self, *, first_order: Optional[bool] = None) -> MaskedLearner:
         """A differentiable copy to adapt; gradients of its outputs reach this module."""
         first_order = self.first_order if first_order is None else bool(first_order)
-        return _BACKENDS[self.backend](self, first_order)
+        return _registry()[self.backend](self, first_order)
 
     def extra_repr(self) -> str:
         return (f"lr={self.lr}, first_order={self.first_order}, backend={self.backend!r}, "

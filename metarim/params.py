@@ -86,12 +86,15 @@ class ParamPartition:
     shapes: dict[str, torch.Size]
     num_units: Optional[int]
 
-    def block_masks(self, active: Tensor, *, dtype: torch.dtype) -> dict[str, Tensor]:
+    def block_masks(
+        self, active: Tensor, *, dtype: torch.dtype, device: Optional[torch.device] = None
+    ) -> dict[str, Tensor]:
         r"""Per-tensor masks :math:`M_\theta` from an activity vector ``active`` of shape ``(N,)``.
 
         Each mask broadcasts against its parameter: ``(1, .., N, .., 1)`` along the
         module axis, or a 0-d tensor (``1`` if any module is active) for tensors
-        without one. Use :func:`reduce_activity` first for ``(T, B, N)`` or ``(B, N)``.
+        without one, of ``dtype`` on ``device`` (default: ``active``'s device). Use
+        :func:`reduce_activity` first for ``(T, B, N)`` or ``(B, N)`` masks.
 
         Raises:
             ValueError: if ``active`` is not 1-D of length :attr:`num_units`.
@@ -115,7 +118,7 @@ class ParamPartition:
                 f"active has length {active.shape[0]} but the fast parameters have "
                 f"num_units={self.num_units} modules"
             )
-        active = active.to(dtype=dtype)
+        active = active.to(dtype=dtype, device=device)
         whole = (active != 0).any().to(dtype)
         masks = {}
         for name in self.fast:
