@@ -48,7 +48,7 @@ class TrainConfig:
     """Frames per PPO minibatch; divides ``T * B`` and is a multiple of ``recurrence``."""
     recurrence: int = 4
     """Backprop-through-time window (steps); divides ``num_steps``."""
-    lr: float = 1e-3
+    lr: float = 5e-4
     """Adam learning rate."""
     gamma: float = 0.99
     """Discount."""
@@ -58,7 +58,7 @@ class TrainConfig:
     """PPO ratio and value clip ε."""
     value_coef: float = 0.5
     """Value-loss weight."""
-    entropy_coef: float = 0.01
+    entropy_coef: float = 0.001
     """Entropy-bonus weight."""
     max_grad_norm: float = 0.5
     """Gradient-norm clip."""

@@ -79,6 +79,15 @@ class LSTMCore(nn.Module):
         steps, batch = x.shape[0], x.shape[1]
         if state is None:
             state = self.initial_state(batch, x.device, x.dtype)
+        if steps == 1:  # one step (rollout collection): the cell kernel has less overhead
+            h, c = state
+            if done is not None:
+                keep = (~done[0]).to(x.dtype).unsqueeze(1)
+                h, c = h * keep, c * keep
+            lstm = self.lstm
+            h, c = torch.lstm_cell(x[0], (h, c), lstm.weight_ih_l0, lstm.weight_hh_l0,
+                                   lstm.bias_ih_l0, lstm.bias_hh_l0)
+            return h.unsqueeze(0), (h, c), None
         h, c = state[0].unsqueeze(0), state[1].unsqueeze(0)
         cuts = [0, steps]
         if done is not None:

@@ -1,9 +1,9 @@
 r"""Actor-critic policy: image and mission encoders, a memory core, two heads.
 
-The 7×7×3 symbolic view (object, colour, state ids) is embedded cell by cell
-(:math:`e = E_o[o] + E_c[c] + E_s[s]`, one table lookup per channel, equal to a 1×1
-convolution over one-hot codes) and goes through three small convolutions
-(7→6→3→2→1, as in torch-ac's BabyAI model). The mission's word ids go through an
+The 7×7×3 symbolic view (object, colour, state ids) is one-hot coded per channel
+(3 × 16 planes) and goes through three small convolutions (7→6→3→2→1, as in torch-ac's
+BabyAI model); the first convolution on one-hot planes is exactly a learned embedding of
+each cell followed by a convolution, without the embedding's slow scatter backward. The mission's word ids go through an
 embedding and a GRU whose last valid hidden state is the mission code :math:`m`.
 
 They are combined by **FiLM** (default, Perez et al. 2018, as in the BabyAI baselines):
@@ -27,19 +27,35 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from metarim.rl.memory import make_memory
 
-__all__ = ["ActorCritic", "MissionEncoder"]
+__all__ = ["ActorCritic", "MissionEncoder", "unique_rows"]
 
 State = tuple[Tensor, ...]
 IDS_PER_CHANNEL = 16
 
 
+def unique_rows(ids: Tensor) -> tuple[Tensor, Tensor]:
+    """Exact ``torch.unique(ids, dim=0, return_inverse=True)`` for int64 rows, via NumPy.
+
+    Sorting rows as raw bytes is far cheaper than ``unique_dim``'s row comparisons.
+    """
+    a = np.ascontiguousarray(ids.numpy())
+    keys = a.view(np.dtype((np.void, a.dtype.itemsize * a.shape[1]))).ravel()
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    return ids[torch.from_numpy(first)], torch.from_numpy(inverse.ravel())
+
+
 class MissionEncoder(nn.Module):
     """Word embedding + GRU over the unique missions of a batch.
+
+    Under ``torch.no_grad`` the codes are cached per mission until a parameter changes
+    (tracked by the parameters' version counters), so a rollout encodes each mission
+    once instead of at every step.
 
     Args:
         vocab_size: number of word ids (0 is padding).
@@ -51,16 +67,31 @@ class MissionEncoder(nn.Module):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, word_dim, padding_idx=0)
         self.gru = nn.GRU(word_dim, out_dim, batch_first=True)
+        self._cache: dict[bytes, Tensor] = {}
+        self._cache_key: tuple[int, ...] = ()
+
+    def _encode(self, uniq: Tensor) -> Tensor:
+        lengths = (uniq != 0).sum(1).clamp(min=1)
+        width = int(lengths.max())
+        out, _ = self.gru(self.embed(uniq[:, :width]))
+        return out[torch.arange(len(uniq)), lengths - 1]
 
     def forward(self, ids: Tensor) -> Tensor:
         """``ids (N, L)`` int64 → ``(N, out_dim)``; duplicates are encoded once."""
-        width = int((ids != 0).any(0).nonzero().max()) + 1 if bool((ids != 0).any()) else 1
-        ids = ids[:, :width]
-        uniq, inverse = torch.unique(ids, dim=0, return_inverse=True)
-        lengths = (uniq != 0).sum(1).clamp(min=1)
-        out, _ = self.gru(self.embed(uniq))
-        last = out[torch.arange(len(uniq)), lengths - 1]
-        return last[inverse]
+        if torch.is_grad_enabled() or ids.device.type != "cpu":
+            uniq, inverse = unique_rows(ids.cpu()) if ids.device.type == "cpu" else torch.unique(
+                ids, dim=0, return_inverse=True)
+            return self._encode(uniq.to(ids.device))[inverse.to(ids.device)]
+        key = tuple(p._version for p in self.parameters()) + tuple(p.data_ptr() for p in self.parameters())
+        if key != self._cache_key:
+            self._cache, self._cache_key = {}, key
+        rows = [r.tobytes() for r in ids.numpy()]
+        missing = sorted({r for r in rows if r not in self._cache})
+        if missing:
+            idx = [rows.index(r) for r in missing]
+            for r, code in zip(missing, self._encode(ids[idx])):
+                self._cache[r] = code
+        return torch.stack([self._cache[r] for r in rows])
 
 
 class ActorCritic(nn.Module):
@@ -93,10 +124,10 @@ class ActorCritic(nn.Module):
         if combine not in ("film", "concat"):
             raise ValueError(f"combine={combine!r} must be 'film' or 'concat'")
         self.combine = combine
-        self.cell_embed = nn.Embedding(3 * IDS_PER_CHANNEL, 16)
         self.register_buffer("offsets", torch.arange(3) * IDS_PER_CHANNEL, persistent=False)
         self.conv = nn.Sequential(
-            nn.Conv2d(16, 16, 2), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 32, 2), nn.ReLU()
+            nn.Conv2d(3 * IDS_PER_CHANNEL, 16, 2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 2), nn.ReLU(),
         )
         self.conv_last = nn.Conv2d(32, image_dim, 2)
         self.mission = MissionEncoder(vocab_size, 32, mission_dim)
@@ -118,9 +149,12 @@ class ActorCritic(nn.Module):
 
     def encode(self, image: Tensor, mission: Tensor) -> Tensor:
         """``image (N, 7, 7, 3)``, ``mission (N, L)`` → memory input ``(N, D)``."""
-        ids = image.long().clamp(max=IDS_PER_CHANNEL - 1) + self.offsets
-        x = self.cell_embed(ids).sum(-2).permute(0, 3, 1, 2)
-        z = self.conv_last(self.conv(x)).flatten(1)
+        ids = image.long().clamp(max=IDS_PER_CHANNEL - 1) + self.offsets  # (N, 7, 7, 3)
+        n, h, w, _ = ids.shape
+        p = next(self.conv.parameters())
+        x = torch.zeros(n, h, w, 3 * IDS_PER_CHANNEL, dtype=p.dtype, device=p.device)
+        x.scatter_(-1, ids, 1.0)
+        z = self.conv_last(self.conv(x.permute(0, 3, 1, 2))).flatten(1)
         m = self.mission(mission)
         if self.combine == "film":
             gamma, beta = self.film(m).chunk(2, dim=-1)
