@@ -133,17 +133,21 @@ class EpisodeWindow:
 
     def __init__(self, size: int = 100) -> None:
         self.episodes: deque[dict[str, float]] = deque(maxlen=size)
+        self.new = 0
 
     def extend(self, episodes: list[dict[str, float]]) -> None:
         """Adds finished episodes."""
         self.episodes.extend(episodes)
+        self.new += len(episodes)
 
     def metrics(self) -> dict[str, float]:
-        """``rollout/return_mean``, ``rollout/success_rate``, ``rollout/length_mean``."""
+        """``rollout/return_mean``, ``rollout/success_rate``, ``rollout/length_mean`` over
+        the window and ``rollout/episodes``, the episodes finished since the last call."""
         ep = list(self.episodes)
         mean = lambda key: float(np.mean([e[key] for e in ep])) if ep else float("nan")  # noqa: E731
+        new, self.new = self.new, 0
         return {"rollout/return_mean": mean("return"), "rollout/success_rate": mean("success"),
-                "rollout/length_mean": mean("length")}
+                "rollout/length_mean": mean("length"), "rollout/episodes": float(new)}
 
     def state_dict(self) -> list[dict[str, Any]]:
         """Plain data."""

@@ -1,0 +1,225 @@
+"""Meta-RIM against MAML, Reptile, a plain RIM and an LSTM on BabyAI GoToLocal.
+
+Every learner is trained for the same frame budget on the same training level with each
+seed; then each is measured the same way:
+
+* learning curve: training success rate (last 100 episodes) against frames;
+* frames to reach 0.8 success (or "not reached"), and final success;
+* fast adaptation: success on a held-out task (a held-out seed range of the training
+  level) after 0, 1, 2 and 5 inner updates, each learner with its own rule
+  (:mod:`metarim.adaptation_eval`);
+* zero-shot success on harder levels, without any update;
+* module activity of the RIM-based learners per mission word and over time.
+
+Outputs in ``--out`` (default ``results/gotolocal/``): ``curves.png``, ``summary.json``,
+``summary.md`` (mean with 95 % bootstrap CI over seeds, Welch p-value against
+Meta-RIM), ``modules.png`` and ``runs/<learner>-s<seed>.json``; a run whose JSON exists
+is not repeated, so an interrupted invocation resumes where it stopped.
+
+Usage::
+
+    python examples/gotolocal_meta.py --quick                 # all learners, < 3 min
+    python examples/gotolocal_meta.py --frames 150000 --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+from typing import Any
+
+LEARNERS: dict[str, dict[str, Any]] = {
+    # name: TrainConfig overrides (the budget and seed are added per run)
+    "metarim": {"algo": "metarim", "memory": "rim", "num_steps": 64, "chunk_length": 32},
+    "maml": {"algo": "maml", "memory": "rim", "num_envs": 8, "num_steps": 32, "meta_batch": 4},
+    "reptile": {"algo": "reptile", "memory": "rim", "num_envs": 8, "num_steps": 32, "meta_batch": 4,
+                "inner_steps": 3},
+    "rim": {"algo": "ppo", "memory": "rim", "num_steps": 64},
+    "lstm": {"algo": "ppo", "memory": "lstm", "num_steps": 64},
+}
+QUICK: dict[str, Any] = {"num_envs": 8, "num_steps": 32, "chunk_length": 16, "batch_size": 64, "meta_batch": 2,
+                         "hidden_size": 64}
+ADAPT_STEPS = (0, 1, 2, 5)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny budget, 1 seed, few episodes (< 3 min)")
+    p.add_argument("--frames", type=int, default=150_000, help="frames per run")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--learners", nargs="+", default=list(LEARNERS), choices=list(LEARNERS))
+    p.add_argument("--train-level", default="BabyAI-GoToLocalS6N2-v0")
+    p.add_argument("--zero-shot", nargs="+", default=["BabyAI-GoToLocalS8N7-v0", "BabyAI-GoToLocal-v0"])
+    p.add_argument("--episodes", type=int, default=100, help="evaluation episodes per measurement")
+    p.add_argument("--out", default="results/gotolocal")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.frames = min(args.frames, 1024)
+        args.seeds = args.seeds[:1] if "--seeds" in (argv or sys.argv) else [0]
+        args.episodes = min(args.episodes, 8)
+    return args
+
+
+def make_config(name: str, args: argparse.Namespace, seed: int) -> Any:
+    from metarim.config import TrainConfig
+
+    over = dict(LEARNERS[name])
+    if args.quick:
+        over.update(QUICK)
+        if name == "reptile":
+            over["inner_steps"] = 2
+    return TrainConfig.from_dict({"env": args.train_level, "frames": args.frames, "seed": seed,
+                                  "threads": 1, **over})
+
+
+def train_and_measure(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One run: train to the budget, then measure; returns plain data."""
+    import random
+
+    import numpy as np
+    import torch
+
+    from metarim.adaptation_eval import fast_adaptation, module_activity, zero_shot
+    from metarim.algorithms import make_learner
+    from metarim.algorithms.meta_common import make_task_samplers
+
+    config = make_config(name, args, seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.set_num_threads(config.threads)
+    t0 = time.perf_counter()
+    learner = make_learner(config)
+    curve: list[list[float]] = []
+    last_print = 0.0
+    try:
+        while learner.frames < config.frames:
+            m = learner.step()
+            curve.append([m["frames"], m["rollout/success_rate"], m["rollout/return_mean"],
+                          m["rollout/episodes"]])
+            if time.perf_counter() - last_print > 15 or learner.frames >= config.frames:
+                last_print = time.perf_counter()
+                print(f"[{name} s{seed}] {int(m['frames']):>8} frames  {m['time/fps']:6.0f} fps  "
+                      f"success {m['rollout/success_rate']:.2f}  return {m['rollout/return_mean']:.2f}",
+                      file=sys.stderr, flush=True)
+    finally:
+        learner.close()
+    train_s = time.perf_counter() - t0
+    policy, vocab = learner.policy, learner.vocab
+    policy.eval()
+    say = lambda s: print(f"[{name} s{seed}]{s}", file=sys.stderr, flush=True)  # noqa: E731
+    held = make_task_samplers(config)[1].tasks[0]
+    adapt = fast_adaptation(policy, config, held, vocab, steps=ADAPT_STEPS, episodes=args.episodes,
+                            seed=10_000 + seed, log=say)
+    shots = zero_shot(policy, args.zero_shot, vocab, episodes=args.episodes, seed=20_000 + seed)
+    for lv, r in shots.items():
+        say(f"  zero-shot {lv}: success {r['success_rate']:.2f}")
+    activity = None
+    if config.memory == "rim":
+        activity = module_activity(policy, held.__class__(config.env), vocab, episodes=max(args.episodes, 16),
+                                   seed=30_000 + seed)
+        activity.pop("raw")
+    return {
+        "learner": name, "seed": seed, "config": config.to_dict(), "train_seconds": train_s,
+        "total_seconds": time.perf_counter() - t0, "curve": curve, "held_out_task": held.to_dict(),
+        "adaptation": {str(k): v for k, v in adapt.items()}, "zero_shot": shots, "activity": activity,
+    }
+
+
+def aggregate(runs: list[dict[str, Any]], args: argparse.Namespace, out: pathlib.Path) -> dict[str, Any]:
+    """Writes ``summary.json``, ``summary.md``, ``curves.png`` and ``modules.png``."""
+    import numpy as np
+
+    from metarim.plotting import plot_curves, plot_modules
+    from metarim.report import frames_to_threshold, summarize, summary_markdown
+
+    per: dict[str, dict[str, list[Any]]] = {}
+    curves: dict[str, list[tuple[list[float], list[float]]]] = {}
+    for r in runs:
+        # a point counts once the 100-episode window is full (20 episodes in --quick)
+        full = 20 if args.quick else 100
+        seen = np.cumsum([row[3] for row in r["curve"]])
+        f = [row[0] for row in r["curve"]]
+        s = [row[1] if n >= full else float("nan") for row, n in zip(r["curve"], seen)]
+        m = per.setdefault(r["learner"], {})
+        m.setdefault("frames_to_0.8", []).append(frames_to_threshold(f, s, 0.8))
+        tail = [v for v in s[-max(1, len(s) // 10):] if v == v]
+        m.setdefault("final_success", []).append(float(np.mean(tail)) if tail else None)
+        for k, res in r["adaptation"].items():
+            m.setdefault(f"adapt_{k}", []).append(res["success_rate"])
+        for lv, res in r["zero_shot"].items():
+            m.setdefault(f"zero_shot:{lv}", []).append(res["success_rate"])
+        curves.setdefault(r["learner"], []).append((f, s))
+    order = [n for n in args.learners if n in per]
+    per = {n: per[n] for n in order}
+    summary = summarize(per, reference="metarim")
+    cols = [("frames_to_0.8", "frames to 0.8"), ("final_success", "final success")]
+    cols += [(f"adapt_{k}", f"adapt k={k}") for k in ADAPT_STEPS]
+    cols += [(f"zero_shot:{lv}", f"zero-shot {lv.replace('BabyAI-', '')}") for lv in args.zero_shot]
+    wall = sum(r["total_seconds"] for r in runs)
+    md = summary_markdown(summary, cols, title=f"GoToLocal comparison ({args.train_level})")
+    md += (f"\n{len(runs)} runs, {args.frames:,} frames each, seeds {sorted({r['seed'] for r in runs})}; "
+           f"{args.episodes} evaluation episodes per measurement; total wall time {wall / 60:.1f} min.\n"
+           "Cells: mean over seeds [95 % bootstrap CI], p = Welch t-test against metarim.\n"
+           "Success (training curve) is the mean over the last 100 training episodes; adaptation "
+           "is on a held-out seed range of the training level.\n")
+    (out / "summary.md").write_text(md)
+    data = {"args": {k: v for k, v in vars(args).items()}, "summary": summary,
+            "runs": [{k: v for k, v in r.items() if k not in ("curve", "activity")} for r in runs],
+            "wall_seconds": wall}
+    (out / "summary.json").write_text(json.dumps(data, indent=1, default=float))
+    plot_curves({n: curves[n] for n in order}, out / "curves.png",
+                title=f"{args.train_level}, {args.frames:,} frames/run")
+    acts = {}
+    for n in order:
+        rs = [r["activity"] for r in runs if r["learner"] == n and r["activity"]]
+        if rs:
+            acts[n] = rs[0] if len(rs) == 1 else _mean_activity(rs)
+    if acts:
+        plot_modules(acts, out / "modules.png")
+    return data
+
+
+def _mean_activity(acts: list[dict[str, Any]]) -> dict[str, Any]:
+    import numpy as np
+
+    out = {"num_units": acts[0]["num_units"]}
+    for key in ("by_color", "by_object"):
+        words = set.intersection(*(set(a[key]) for a in acts))
+        out[key] = {w: np.mean([a[key][w] for a in acts], 0).tolist() for w in sorted(words)}
+    out["by_step"] = np.mean([a["by_step"] for a in acts], 0).tolist()
+    out["steps"] = np.sum([a["steps"] for a in acts], 0).tolist()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = pathlib.Path(args.out)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    runs = []
+    for seed in args.seeds:
+        for name in args.learners:
+            path = out / "runs" / f"{name}-s{seed}.json"
+            if path.is_file():
+                saved = json.loads(path.read_text())
+                if saved.get("config", {}).get("frames") == args.frames:
+                    print(f"[{name} s{seed}] done earlier, reusing {path}", file=sys.stderr)
+                    runs.append(saved)
+                    continue
+            print(f"[{name} s{seed}] training for {args.frames:,} frames", file=sys.stderr, flush=True)
+            run = train_and_measure(name, seed, args)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(run, default=float))
+            os.replace(tmp, path)
+            runs.append(run)
+    aggregate(runs, args, out)
+    print((out / "summary.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

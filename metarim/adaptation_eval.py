@@ -1,0 +1,241 @@
+r"""Fast adaptation, zero-shot transfer and module activity of a trained policy.
+
+* :func:`fast_adaptation` — success on a held-out task after ``0, 1, 2, 5`` inner
+  updates, each learner using its own adaptation rule (:data:`ADAPTATION_RULES`):
+
+  ===========  ====================================================================
+  ``metarim``  masked SGD on the fast (module) parameters,
+               :math:`\theta \gets \theta - \alpha M(a) \odot \nabla_\theta L`, slow
+               parameters frozen, on a ``chunk_length``-step chunk
+  ``maml``     SGD on all parameters, :math:`\theta \gets \theta - \alpha\nabla L`
+  ``reptile``  Adam steps (rate ``lr``) on all parameters, as in its inner loop
+  ``ppo/a2c``  plain fine-tuning: Adam steps (rate ``lr``) on all parameters
+  ===========  ====================================================================
+
+  where :math:`L` is the A2C loss of a fresh on-policy rollout of the task
+  (``num_steps × num_envs`` frames; ``chunk_length × num_envs`` for Meta-RIM) and
+  :math:`\alpha` = ``inner_lr``. Adaptation works on a copy; the policy is unchanged.
+* :func:`zero_shot` — success on other levels without any update.
+* :func:`module_activity` — how often each RIM module is active, per mission colour,
+  per mission object and per step of the episode (the masks are also returned raw).
+
+References:
+    Madan et al. "Fast and Slow Learning of Recurrent Independent Mechanisms". ICLR 2021.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from metarim.config import TrainConfig
+from metarim.rl.policy import ActorCritic
+from metarim.tasks.task import Task
+from metarim.tasks.vocab import Vocab
+
+__all__ = ["ADAPTATION_RULES", "Adapter", "fast_adaptation", "module_activity", "zero_shot"]
+
+ADAPTATION_RULES: dict[str, str] = {
+    "metarim": "masked_sgd",
+    "maml": "sgd",
+    "reptile": "adam",
+    "ppo": "adam",
+    "a2c": "adam",
+}
+"""Learner name → adaptation rule (``masked_sgd``, ``sgd`` or ``adam``)."""
+
+
+class Adapter:
+    """A copy of a policy and the optimiser of one adaptation rule.
+
+    Args:
+        policy: the trained policy (not modified).
+        config: the run config (``inner_lr``, ``lr``, A2C coefficients).
+        rule: ``"masked_sgd"``, ``"sgd"`` or ``"adam"``.
+    """
+
+    def __init__(self, policy: ActorCritic, config: TrainConfig, rule: str) -> None:
+        if rule not in ("masked_sgd", "sgd", "adam"):
+            raise ValueError(f"rule={rule!r} must be 'masked_sgd', 'sgd' or 'adam'")
+        self.config, self.rule = config, rule
+        self.policy: ActorCritic = copy.deepcopy(policy)
+        self.policy.train()
+        self.partition = None
+        if rule == "masked_sgd":
+            from metarim.params import partition_parameters
+
+            self.partition = partition_parameters(self.policy)
+            fast = set(self.partition.fast)
+            params = [p for n, p in self.policy.named_parameters() if n in fast]
+            self.optimizer: torch.optim.Optimizer = torch.optim.SGD(params, lr=config.inner_lr)
+        elif rule == "sgd":
+            self.optimizer = torch.optim.SGD(self.policy.parameters(), lr=config.inner_lr)
+        else:
+            self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr, eps=1e-5)
+
+    def update(self, rollout: Any) -> float:
+        """One adaptation step on ``rollout`` (collected by :attr:`policy`); returns the loss."""
+        from metarim.algorithms.meta_common import rollout_a2c_loss
+        from metarim.params import reduce_activity
+
+        loss, _, masks = rollout_a2c_loss(self.policy, rollout, self.config)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.partition is not None and masks is not None:
+            block = self.partition.block_masks(reduce_activity(masks), dtype=loss.dtype)
+            params = dict(self.policy.named_parameters())
+            for name, m in block.items():
+                if params[name].grad is not None:
+                    params[name].grad.mul_(m)
+        if self.rule == "adam":
+            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.config.max_grad_norm)
+        self.optimizer.step()
+        return loss.item()
+
+
+def fast_adaptation(
+    policy: ActorCritic,
+    config: TrainConfig,
+    task: Task,
+    vocab: Vocab,
+    *,
+    steps: Sequence[int] = (0, 1, 2, 5),
+    algo: str | None = None,
+    episodes: int = 32,
+    seed: int = 2_000_003,
+    log: Callable[[str], None] | None = None,
+) -> dict[int, dict[str, Any]]:
+    """Success on ``task`` after each number of inner updates in ``steps``.
+
+    Args:
+        policy: the trained policy (left unchanged).
+        config: its run config; ``config.algo`` picks the rule unless ``algo`` is given.
+        task: a held-out task.
+        vocab: the run's vocabulary.
+        steps: numbers of inner updates (sorted, non-negative); adaptation is cumulative.
+        algo: learner name in :data:`ADAPTATION_RULES` (default ``config.algo``).
+        episodes: evaluation episodes per entry of ``steps``.
+        seed: seed of the adaptation rollouts and of the evaluation.
+        log: optional progress callback.
+
+    Returns:
+        ``{k: evaluate(...) result}``, plus ``"adapt_loss"`` in each result.
+    """
+    from metarim.evaluate import evaluate
+    from metarim.rl.rollout import RolloutCollector
+    from metarim.tasks.envs import make_vec_env
+
+    algo = algo or config.algo
+    if algo not in ADAPTATION_RULES:
+        raise ValueError(f"no adaptation rule for {algo!r}; known: {sorted(ADAPTATION_RULES)}")
+    steps = sorted(set(int(s) for s in steps))
+    if steps and steps[0] < 0:
+        raise ValueError(f"steps={steps} must be non-negative")
+    rule = ADAPTATION_RULES[algo]
+    torch.manual_seed(seed)
+    adapter = Adapter(policy, config, rule)
+    length = config.chunk_length if rule == "masked_sgd" else config.num_steps
+    envs = make_vec_env(task, config.num_envs, seed=seed, vocab=vocab)
+    collector = RolloutCollector(envs, adapter.policy, length)
+    results: dict[int, dict[str, Any]] = {}
+    done, loss = 0, float("nan")
+    try:
+        for k in steps:
+            while done < k:
+                loss = adapter.update(collector.collect())
+                done += 1
+            res = evaluate(adapter.policy, task, vocab, episodes=episodes,
+                           num_envs=min(config.num_envs, episodes), seed=seed + 1)
+            res["adapt_loss"] = loss
+            results[k] = res
+            if log:
+                log(f"  adapt {algo} k={k}: success {res['success_rate']:.2f}")
+    finally:
+        envs.close()
+    return results
+
+
+def zero_shot(
+    policy: ActorCritic, levels: Sequence[str], vocab: Vocab, *, episodes: int = 64,
+    num_envs: int = 16, seed: int = 3_000_017,
+) -> dict[str, dict[str, Any]]:
+    """``{level: evaluate(...)}`` for each level, with no update of ``policy``."""
+    from metarim.evaluate import evaluate
+
+    return {lv: evaluate(policy, Task(lv), vocab, episodes=episodes,
+                         num_envs=min(num_envs, episodes), seed=seed) for lv in levels}
+
+
+@torch.no_grad()
+def module_activity(
+    policy: nn.Module, task: Task, vocab: Vocab, *, episodes: int = 32, num_envs: int = 8,
+    max_steps: int = 64, seed: int = 4_000_037,
+) -> dict[str, Any]:
+    """RIM module activity over ``episodes`` episodes of ``task``.
+
+    Returns:
+        A dict with ``num_units``; ``by_color`` and ``by_object`` (``{word: [N
+        frequencies]}``, the fraction of steps each module was active on missions naming
+        that word); ``by_step`` (``(max_steps, N)`` list, activity at step ``t`` of an
+        episode); ``steps`` (how many samples each row of ``by_step`` averages); and
+        ``raw``, one ``{"mission", "masks" (T, N)}`` per episode.
+
+    Raises:
+        ValueError: if the policy's memory produces no masks (not a RIM).
+    """
+    from metarim.rl.rollout import sample_actions
+    from metarim.tasks.envs import make_vec_env
+    from metarim.tasks.samplers import COLORS, OBJECTS
+
+    torch.manual_seed(seed)
+    envs = make_vec_env(task, num_envs, seed=seed, vocab=vocab)
+    obs, _ = envs.reset()
+    memory = policy.initial_state(num_envs)
+    start = torch.ones(num_envs, dtype=torch.bool)
+    current: list[list[np.ndarray]] = [[] for _ in range(num_envs)]
+    missions = [e.mission for e in envs.envs]
+    raw: list[dict[str, Any]] = []
+    try:
+        while len(raw) < episodes:
+            o = {k: torch.from_numpy(np.asarray(obs[k])).unsqueeze(0) for k in ("image", "mission")}
+            logits, _, memory, masks = policy(o, memory, start.unsqueeze(0))
+            if masks is None:
+                raise ValueError("module_activity needs a RIM memory (the policy returned no masks)")
+            act, _ = sample_actions(logits[0])
+            for b in range(num_envs):
+                current[b].append(masks[0, b].numpy().copy())
+            obs, _, term, trunc, _ = envs.step(act.numpy())
+            end = np.logical_or(term, trunc)
+            for b in np.flatnonzero(end):
+                if len(raw) < episodes:
+                    raw.append({"mission": missions[b], "masks": np.stack(current[b])})
+                current[b] = []
+                missions[b] = envs.envs[b].mission
+            start = torch.from_numpy(end)
+    finally:
+        envs.close()
+    n = raw[0]["masks"].shape[1]
+
+    def freq(word: str) -> list[float] | None:
+        rows = [r["masks"] for r in raw if word in r["mission"].split()]
+        return np.concatenate(rows).mean(0).tolist() if rows else None
+
+    by_step, counts = np.zeros((max_steps, n)), np.zeros(max_steps)
+    for r in raw:
+        m = r["masks"][:max_steps]
+        by_step[: len(m)] += m
+        counts[: len(m)] += 1
+    by_step = by_step / np.maximum(counts, 1)[:, None]
+    return {
+        "num_units": n,
+        "by_color": {c: f for c in COLORS if (f := freq(c)) is not None},
+        "by_object": {o: f for o in OBJECTS if (f := freq(o)) is not None},
+        "by_step": by_step.tolist(),
+        "steps": counts.tolist(),
+        "raw": [{"mission": r["mission"], "masks": r["masks"].tolist()} for r in raw],
+    }
