@@ -414,3 +414,19 @@ def test_docs_example_runs(capsys):
     assert len(code) == 1
     exec(compile(code[0], str(doc), "exec"), {})
     assert capsys.readouterr().out.strip() == "tensor(True)"
+
+
+def test_func_backend_needs_neither_learn2learn_nor_higher():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch; from metarim.adapt import MaskedMAML; "
+        "from metarim.params import partition_parameters; "
+        "net = torch.nn.Linear(2, 1); meta = MaskedMAML(net, 0.1, fast='all', backend='func'); "
+        "learner = meta.clone(); learner.adapt(learner(torch.ones(1, 2)).sum()); "
+        "learner(torch.ones(1, 2)).sum().backward(); "
+        "print([m for m in ('learn2learn', 'higher') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
