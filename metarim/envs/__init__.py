@@ -1,0 +1,37 @@
+"""Batched tensor implementations of minigrid levels (the BabyAI GoTo family).
+
+:class:`TensorGoToVecEnv` steps ``B`` episodes of a one-room BabyAI GoTo level at once
+with torch ops and equals minigrid exactly: observations, rewards, terminations,
+truncations and the episodes themselves (layouts come from minigrid, seeded as
+:func:`metarim.tasks.envs.make_vec_env` seeds its envs). :func:`make_tensor_vec_env` is
+the ``"tensor"`` env backend of the RL engine. Design and measurements:
+``docs/tensor_env.md``.
+
+This package imports gymnasium and minigrid on use; ``import metarim`` does not import it.
+"""
+
+from __future__ import annotations
+
+from metarim.envs.core import GoToState, Tables, observe, step
+from metarim.envs.layouts import (
+    SUPPORTED_LEVELS,
+    EpisodeStream,
+    Layout,
+    LayoutGenerator,
+    check_supported,
+)
+from metarim.envs.vector import TensorGoToVecEnv, env_seeds
+
+__all__ = [
+    "SUPPORTED_LEVELS",
+    "EpisodeStream",
+    "GoToState",
+    "Layout",
+    "LayoutGenerator",
+    "Tables",
+    "TensorGoToVecEnv",
+    "check_supported",
+    "env_seeds",
+    "observe",
+    "step",
+]

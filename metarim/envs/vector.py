@@ -1,0 +1,273 @@
+"""A gymnasium-style vector env of ``B`` GoTo episodes held as tensors.
+
+:class:`TensorGoToVecEnv` is the stateful wrapper around :mod:`metarim.envs.core`:
+it takes its episodes from one :class:`~metarim.envs.layouts.EpisodeStream` per env
+(seeded like :func:`metarim.tasks.envs.make_vec_env` seeds its ``TaskEnv`` s), steps
+all of them with tensor ops, and autoresets in the same step (the observation returned
+with ``terminated | truncated`` is the first of the next episode), so it is a drop-in
+for ``make_vec_env(...)``: same observation dict (``image`` uint8 ``(B, 7, 7, 3)``,
+``direction`` int64 ``(B,)``, ``mission`` int64 ``(B, L)`` word ids), same rewards
+(float64), flags and episodes, bit for bit.
+
+Layouts are made off the hot path: the episode streams run in ``workers`` background
+processes that keep ``prefetch`` layouts ready per env (:mod:`metarim.envs.prefetch`);
+with ``workers=0`` they run in this process when an episode ends.
+
+Example:
+    >>> from metarim.tasks import Task, Vocab
+    >>> envs = TensorGoToVecEnv(Task("BabyAI-GoToLocalS5N2-v0"), 4, seed=0, vocab=Vocab())
+    >>> obs, _ = envs.reset()
+    >>> obs["image"].shape, obs["image"].dtype, obs["mission"].shape
+    (torch.Size([4, 7, 7, 3]), torch.uint8, torch.Size([4, 32]))
+    >>> obs, rew, term, trunc, _ = envs.step(torch.tensor([0, 1, 2, 3]))
+    >>> rew.dtype, term.dtype
+    (torch.float64, torch.bool)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from metarim.envs import core
+from metarim.envs.codes import EMPTY
+from metarim.envs.layouts import EpisodeStream, Layout, LayoutGenerator, check_supported
+
+__all__ = ["TensorGoToVecEnv", "env_seeds"]
+
+NUM_ACTIONS = 7
+
+
+def env_seeds(seed: int, num_envs: int) -> list[int]:
+    """The per-env seeds ``make_vec_env`` derives from ``seed``."""
+    return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(num_envs)]
+
+
+class _EnvHandle:
+    """Per-env view with ``TaskEnv``'s ``get_state``/``set_state`` (for checkpoints)."""
+
+    def __init__(self, vec: TensorGoToVecEnv, index: int) -> None:
+        self.vec, self.index = vec, index
+
+    def get_state(self) -> dict[str, Any]:
+        """Same plain data as ``TaskEnv.get_state``."""
+        return self.vec.get_env_state(self.index)
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`get_state`."""
+        self.vec.set_env_state(self.index, state)
+
+
+class TensorGoToVecEnv:
+    """``num_envs`` BabyAI GoTo episodes stepped at once (see module docstring).
+
+    Args:
+        task: one :class:`~metarim.tasks.task.Task` for all envs, or one per env.
+        num_envs: ``B >= 1``.
+        seed: base seed, split per env as ``make_vec_env`` splits it.
+        vocab: the word-id vocabulary for missions.
+        device: torch device of the state and outputs.
+        numpy: return NumPy arrays (as a gymnasium vector env does) instead of tensors.
+        workers: background processes that make layouts; ``0`` makes them in-process.
+        prefetch: layouts kept ready per env when ``workers > 0``.
+        cache_size: layouts cached by seed per level (useful for small seed ranges).
+    """
+
+    def __init__(
+        self,
+        task: Any,
+        num_envs: int,
+        *,
+        seed: int,
+        vocab: Any,
+        device: torch.device | str = "cpu",
+        numpy: bool = False,
+        workers: int = 0,
+        prefetch: int = 4,
+        cache_size: int = 0,
+    ) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs={num_envs} must be >= 1")
+        if workers < 0 or prefetch < 1:
+            raise ValueError(f"workers={workers} must be >= 0 and prefetch={prefetch} >= 1")
+        tasks = [task] * num_envs if not isinstance(task, (list, tuple)) else list(task)
+        if len(tasks) != num_envs:
+            raise ValueError(f"got {len(tasks)} tasks for {num_envs} envs")
+        for t in tasks:
+            check_supported(t.level)
+        self.num_envs, self.tasks, self.vocab = num_envs, tasks, vocab
+        self.device, self.numpy = torch.device(device), numpy
+        gens: dict[Any, LayoutGenerator] = {}
+        for t in tasks:
+            key = (t.level, t.env_kwargs)
+            if key not in gens:
+                gens[key] = LayoutGenerator(t.level, t.env_kwargs)
+        size = (max(g.width for g in gens.values()), max(g.height for g in gens.values()))
+        for key in gens:
+            gens[key] = LayoutGenerator(key[0], key[1], grid_size=size, cache_size=cache_size)
+        self.grid_shape = (next(iter(gens.values())).wp, next(iter(gens.values())).hp)
+        self.tables = core.Tables.build(self.grid_shape[1], self.device)
+        self.seeds = env_seeds(seed, num_envs)
+        if workers:
+            from metarim.envs.prefetch import PrefetchSource
+
+            self.source: Any = PrefetchSource(tasks, self.seeds, size, workers=workers, depth=prefetch,
+                                              cache_size=cache_size)
+        else:
+            self.source = _SyncSource([EpisodeStream(t, s, gens[(t.level, t.env_kwargs)])
+                                       for t, s in zip(tasks, self.seeds)])
+        self.max_len = max(_max_steps_bound(g) for g in gens.values())
+        self.state: core.GoToState | None = None
+        self.layouts: list[Layout | None] = [None] * num_envs
+        self.mission = torch.zeros(num_envs, vocab.max_len, dtype=torch.int64, device=self.device)
+        self.envs = [_EnvHandle(self, b) for b in range(num_envs)]
+        self._init_spaces()
+
+    def _init_spaces(self) -> None:
+        import gymnasium as gym
+        from gymnasium.vector.utils import batch_space
+
+        v = self.vocab
+        self.single_observation_space = gym.spaces.Dict({
+            "image": gym.spaces.Box(0, 255, (7, 7, 3), np.uint8),
+            "direction": gym.spaces.Box(0, 3, (), np.int64),
+            "mission": gym.spaces.Box(0, v.max_size - 1, (v.max_len,), np.int64),
+        })
+        self.single_action_space = gym.spaces.Discrete(NUM_ACTIONS)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+
+    # ------------------------------------------------------------------ episodes
+    def _load(self, idx: list[int], layouts: list[Layout]) -> None:
+        """Starts the episodes ``layouts`` in envs ``idx``."""
+        dev = self.device
+        n = len(idx)
+        new = core.GoToState(
+            grid=torch.from_numpy(np.stack([lay.grid for lay in layouts])).to(dev),
+            target=torch.from_numpy(np.stack([lay.target for lay in layouts])).to(dev),
+            pos=torch.tensor([lay.pos for lay in layouts], dtype=torch.int64, device=dev),
+            dir=torch.tensor([lay.dir for lay in layouts], dtype=torch.int64, device=dev),
+            carrying=torch.full((n,), EMPTY, dtype=torch.uint8, device=dev),
+            steps=torch.zeros(n, dtype=torch.int64, device=dev),
+            max_steps=torch.tensor([lay.max_steps for lay in layouts], dtype=torch.int64, device=dev),
+        )
+        mission = torch.from_numpy(np.stack([self.vocab.encode(lay.mission) for lay in layouts])).to(dev)
+        for b, lay in zip(idx, layouts):
+            self.layouts[b] = lay
+        if self.state is None or n == self.num_envs and idx == list(range(n)):
+            self.state = new
+            self.mission = mission
+            self.actions = torch.zeros(self.num_envs, self.max_len, dtype=torch.int64, device=dev)
+        else:
+            t = torch.tensor(idx, dtype=torch.int64, device=dev)
+            self.state.index_copy_(t, new)
+            self.mission.index_copy_(0, t, mission)
+
+    def _obs(self) -> dict[str, Any]:
+        obs = {"image": core.observe(self.state, self.tables), "direction": self.state.dir.clone(),
+               "mission": self.mission.clone()}
+        return {k: v.cpu().numpy() for k, v in obs.items()} if self.numpy else obs
+
+    def reset(
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Starts a new episode in every env; ``seed`` reseeds as gymnasium's vector envs do.
+
+        An int ``seed`` reseeds env ``b`` with ``seed + b``, a list gives one seed per env.
+        """
+        if seed is not None:
+            seeds = [seed + b for b in range(self.num_envs)] if isinstance(seed, int) else list(seed)
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} envs")
+            for b, s in enumerate(seeds):
+                self.source.reseed(b, s)
+        idx = list(range(self.num_envs))
+        self._load(idx, self.source.take(idx))
+        return self._obs(), {}
+
+    def step(self, actions: Any) -> tuple[dict[str, Any], Any, Any, Any, dict[str, Any]]:
+        """Steps all envs; returns ``(obs, reward, terminated, truncated, info)``.
+
+        Ended envs are reset in the same step (their returned observation starts the
+        next episode), as ``gymnasium.vector.AutoresetMode.SAME_STEP`` does.
+        """
+        if self.state is None:
+            raise RuntimeError("call reset() before step()")
+        a = torch.as_tensor(actions, device=self.device).to(torch.int64)
+        if a.shape != (self.num_envs,):
+            raise ValueError(f"actions must have shape ({self.num_envs},), got {tuple(a.shape)}")
+        if bool(((a < 0) | (a >= NUM_ACTIONS)).any()):
+            raise ValueError(f"actions must be in 0..{NUM_ACTIONS - 1}, got {a.tolist()}")
+        steps = self.state.steps
+        self.actions.scatter_(1, steps.clamp(max=self.max_len - 1).unsqueeze(1), a.unsqueeze(1))
+        reward, term, trunc = core.step(self.state, a, self.tables)
+        done = term | trunc
+        if bool(done.any()):
+            idx = done.nonzero().squeeze(1).tolist()
+            self._load(idx, self.source.take(idx))
+        obs = self._obs()
+        if self.numpy:
+            return obs, reward.cpu().numpy(), term.cpu().numpy(), trunc.cpu().numpy(), {}
+        return obs, reward, term, trunc, {}
+
+    # ------------------------------------------------------------------ checkpoints
+    def get_env_state(self, b: int) -> dict[str, Any]:
+        """Env ``b``'s state as ``TaskEnv.get_state`` gives it."""
+        lay = self.layouts[b]
+        if lay is None or self.state is None:
+            raise RuntimeError("call reset() before get_env_state()")
+        n = int(self.state.steps[b])
+        return {"rng": lay.rng_state, "episode_seed": lay.seed, "actions": self.actions[b, :n].tolist()}
+
+    def set_env_state(self, b: int, state: dict[str, Any]) -> None:
+        """Rebuilds env ``b`` from :meth:`get_env_state` (or ``TaskEnv.get_state``) by replay."""
+        if self.state is None:
+            raise RuntimeError("call reset() before set_env_state()")
+        lay = self.source.restore(b, state["rng"], int(state["episode_seed"]))
+        self._load([b], [lay])
+        for a in state["actions"]:
+            sub = core.GoToState(**{k: v[b : b + 1].clone() for k, v in vars(self.state).items()})
+            core.step(sub, torch.tensor([int(a)], device=self.device), self.tables)
+            self.state.index_copy_(torch.tensor([b], device=self.device), sub)
+        n = len(state["actions"])
+        self.actions[b, :n] = torch.as_tensor(state["actions"], dtype=torch.int64)
+
+    def close(self) -> None:
+        """Stops the background workers, if any."""
+        close = getattr(self.source, "close", None)
+        if close is not None:
+            close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001  (interpreter shutdown)
+            pass
+
+
+def _max_steps_bound(gen: LayoutGenerator) -> int:
+    """Upper bound on the level's ``max_steps`` (``room_size**2`` unless fixed)."""
+    return max(int(gen.env.max_steps), int(gen.env.room_size) ** 2)
+
+
+class _SyncSource:
+    """Makes layouts in this process, when they are needed."""
+
+    def __init__(self, streams: list[EpisodeStream]) -> None:
+        self.streams = streams
+
+    def take(self, idx: list[int]) -> list[Layout]:
+        return [self.streams[b].next() for b in idx]
+
+    def reseed(self, b: int, seed: int) -> None:
+        self.streams[b].reseed(seed)
+
+    def restore(self, b: int, rng_state: dict[str, Any], episode_seed: int) -> Layout:
+        s = self.streams[b]
+        s.rng.bit_generator.state = rng_state
+        lay = s.generator.generate(episode_seed)
+        lay.rng_state = rng_state
+        return lay
