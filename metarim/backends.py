@@ -18,7 +18,9 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import warnings
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Optional
 
 import torch
@@ -31,6 +33,15 @@ if TYPE_CHECKING:
     from metarim.adapt import MaskedMAML
 
 __all__ = ["FuncLearner", "HigherLearner", "L2LLearner", "MaskedLearner"]
+
+
+@contextlib.contextmanager
+def _quiet_nonleaf_grad() -> Iterator[None]:
+    """learn2learn re-runs ``_apply`` on RNN modules (``nn.GRU``, ``nn.LSTM``) whose cloned
+    parameters are non-leaf by design; torch then warns that their ``.grad`` is read."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The .grad attribute of a Tensor that is not a leaf")
+        yield
 
 
 class MaskedLearner(nn.Module):
@@ -116,7 +127,8 @@ class L2LLearner(MaskedLearner):
         from learn2learn.utils import clone_module
 
         super().__init__(meta, first_order)
-        self.module = clone_module(meta.module)
+        with _quiet_nonleaf_grad():
+            self.module = clone_module(meta.module)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.module(*args, **kwargs)
@@ -125,7 +137,8 @@ class L2LLearner(MaskedLearner):
         return dict(self.module.named_parameters())
 
     def _update(self, grads: Mapping[str, Optional[Tensor]], masks: Optional[TensorDict]) -> None:
-        self.module = masked_maml_update(self.module, self.lr, grads, masks)
+        with _quiet_nonleaf_grad():
+            self.module = masked_maml_update(self.module, self.lr, grads, masks)
 
 
 @register_backend("func")

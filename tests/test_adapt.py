@@ -430,3 +430,32 @@ def test_func_backend_needs_neither_learn2learn_nor_higher():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+class _GRUPolicy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gru, self.head = nn.GRU(3, 4), nn.Linear(4, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.gru(x)[0])
+
+
+def test_policies_with_torch_rnn_modules_work_in_every_backend():
+    """learn2learn re-applies nn.GRU's _apply on non-leaf clones; no warning must escape
+    (pytest turns warnings into errors) and all backends must agree."""
+    torch.manual_seed(0)
+    base, x = _GRUPolicy().double(), torch.randn(5, 2, 3, dtype=torch.float64)
+    results = {}
+    for backend in BACKENDS:
+        policy = copy.deepcopy(base)
+        learner = MaskedMAML(policy, 0.1, fast="all", backend=backend).clone()
+        for _ in range(2):
+            learner.adapt(learner(x).pow(2).sum())
+        learner(x).pow(2).sum().backward()
+        results[backend] = {n: p.detach() for n, p in learner.parameter_dict().items()}, grads_of(policy)
+    for backend in ("higher", "func"):
+        for got, want in zip(results[backend], results["learn2learn"]):
+            assert got.keys() == want.keys()
+            for name in want:
+                assert_close(got[name], want[name], msg=f"{backend} {name}")
