@@ -1,0 +1,195 @@
+"""Layouts made ahead of time in background processes.
+
+Each env's episodes are a deterministic stream (:class:`EpisodeStream`), so a worker
+process can run the stream and the env only pops finished layouts: minigrid's reset
+(about a millisecond) leaves the stepping process. Worker ``w`` owns the envs
+``b ≡ w (mod workers)``; the parent asks for one more layout per env each time it
+consumes one, keeping ``depth`` in flight, and blocks only when an env's queue is empty.
+Reseeding or restoring an env bumps its epoch, so layouts of the old stream that are
+still in flight are dropped.
+
+Workers are ``python -m metarim.envs.prefetch`` subprocesses talking length-prefixed
+pickles over two pipes (no ``fork`` of a process that holds torch threads, and no
+re-import of the caller's ``__main__`` as ``multiprocessing``'s spawn does).
+Protocol (parent → worker): first ``(specs, grid_size, cache_size)``, then ``("take", [b, ...])``, ``("seed", b, epoch, seed)``,
+``("state", b, epoch, rng_state)``, EOF to stop; (worker → parent): lists of
+``(b, epoch, layout)``.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import pickle
+import select
+import struct
+import subprocess
+import sys
+from typing import Any
+
+from metarim.envs.layouts import EpisodeStream, Layout, LayoutGenerator
+
+__all__ = ["PrefetchSource"]
+
+_HEADER = struct.Struct("<Q")
+
+
+def _send(fd: int, obj: Any) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    view = memoryview(_HEADER.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read(fd: int, n: int) -> bytes:
+    chunks, left = [], n
+    while left:
+        chunk = os.read(fd, left)
+        if not chunk:
+            raise EOFError("layout worker closed its pipe")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _recv(fd: int) -> Any:
+    (n,) = _HEADER.unpack(_read(fd, _HEADER.size))
+    return pickle.loads(_read(fd, n))
+
+
+def _ready(fd: int) -> bool:
+    return bool(select.select([fd], [], [], 0)[0])
+
+
+def _worker_main(rfd: int, wfd: int) -> None:
+    """Worker loop: runs the streams of its envs and answers ``take`` requests."""
+    specs, grid_size, cache_size = _recv(rfd)
+    gens: dict[Any, LayoutGenerator] = {}
+    streams: dict[int, EpisodeStream] = {}
+    for b, task, seed in specs:
+        key = (task.level, task.env_kwargs)
+        if key not in gens:
+            gens[key] = LayoutGenerator(task.level, task.env_kwargs, grid_size=grid_size,
+                                        cache_size=cache_size)
+        streams[b] = EpisodeStream(task, seed, gens[key])
+    epochs = dict.fromkeys(streams, 0)
+    while True:
+        try:
+            msg = _recv(rfd)
+        except EOFError:
+            return
+        if msg[0] == "take":
+            try:
+                _send(wfd, [(b, epochs[b], streams[b].next()) for b in msg[1]])
+            except BrokenPipeError:  # the parent closed: stop quietly
+                return
+        elif msg[0] == "seed":
+            _, b, epochs[b], seed = msg
+            streams[b].reseed(seed)
+        elif msg[0] == "state":
+            _, b, epochs[b], state = msg
+            streams[b].rng.bit_generator.state = state
+        else:
+            return
+
+
+class PrefetchSource:
+    """Layout source backed by ``workers`` processes (see module docstring).
+
+    Args:
+        tasks: one task per env.
+        seeds: one stream seed per env.
+        grid_size: common ``(width, height)`` of the layouts.
+        workers: number of processes, ``>= 1``.
+        depth: layouts kept in flight per env.
+        cache_size: per-level layout cache of each worker.
+    """
+
+    def __init__(self, tasks: list[Any], seeds: list[int], grid_size: tuple[int, int], *,
+                 workers: int, depth: int, cache_size: int = 0) -> None:
+        self.tasks, self.grid_size, self.depth, self.cache_size = tasks, grid_size, depth, cache_size
+        n = len(tasks)
+        self.workers = min(workers, n)
+        self.conns: list[tuple[int, int]] = []  # (read fd, write fd) per worker
+        self.procs: list[subprocess.Popen] = []
+        for w in range(self.workers):
+            r_child, w_parent = os.pipe()
+            r_parent, w_child = os.pipe()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "metarim.envs.prefetch", str(r_child), str(w_child)],
+                pass_fds=(r_child, w_child), stdin=subprocess.DEVNULL,
+            )
+            os.close(r_child)
+            os.close(w_child)
+            specs = [(b, tasks[b], seeds[b]) for b in range(w, n, self.workers)]
+            _send(w_parent, (specs, grid_size, cache_size))
+            self.conns.append((r_parent, w_parent))
+            self.procs.append(proc)
+        self.queues: list[collections.deque[Layout]] = [collections.deque() for _ in range(n)]
+        self.epochs = [0] * n
+        self._gens: dict[Any, LayoutGenerator] = {}
+        self._request(list(range(n)) * depth)
+
+    def _request(self, idx: list[int]) -> None:
+        per: list[list[int]] = [[] for _ in self.conns]
+        for b in idx:
+            per[b % self.workers].append(b)
+        for (_, wfd), bs in zip(self.conns, per):
+            if bs:
+                _send(wfd, ("take", bs))
+
+    def _receive(self, conn: tuple[int, int]) -> None:
+        for b, epoch, lay in _recv(conn[0]):
+            if epoch == self.epochs[b]:
+                self.queues[b].append(lay)
+
+    def take(self, idx: list[int]) -> list[Layout]:
+        """Pops the next layout of each env in ``idx`` (waiting only for empty queues)."""
+        for conn in self.conns:
+            while _ready(conn[0]):
+                self._receive(conn)
+        out = []
+        for b in idx:
+            q = self.queues[b]
+            while not q:
+                self._receive(self.conns[b % self.workers])
+            out.append(q.popleft())
+        self._request(idx)
+        return out
+
+    def _restart(self, b: int, msg: tuple[Any, ...]) -> None:
+        self.epochs[b] += 1
+        self.queues[b].clear()
+        _send(self.conns[b % self.workers][1], (msg[0], b, self.epochs[b], msg[1]))
+        self._request([b] * self.depth)
+
+    def reseed(self, b: int, seed: int) -> None:
+        """Restarts env ``b``'s stream from ``seed``."""
+        self._restart(b, ("seed", seed))
+
+    def restore(self, b: int, rng_state: dict[str, Any], episode_seed: int) -> Layout:
+        """The layout of ``episode_seed``; env ``b``'s stream continues from ``rng_state``."""
+        task = self.tasks[b]
+        key = (task.level, task.env_kwargs)
+        if key not in self._gens:
+            self._gens[key] = LayoutGenerator(task.level, task.env_kwargs, grid_size=self.grid_size)
+        lay = self._gens[key].generate(episode_seed)
+        lay.rng_state = rng_state
+        self._restart(b, ("state", rng_state))
+        return lay
+
+    def close(self) -> None:
+        """Stops the workers."""
+        for (rfd, wfd), proc in zip(self.conns, self.procs):
+            os.close(wfd)  # the worker sees EOF and exits
+            os.close(rfd)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.conns, self.procs = [], []
+
+
+if __name__ == "__main__":
+    _worker_main(int(sys.argv[1]), int(sys.argv[2]))
