@@ -34,6 +34,8 @@ class TrainConfig:
     """Memory core name (``metarim.rl.MEMORY_CORES``): ``lstm`` or ``rim``."""
     env: str = "MiniGrid-DoorKey-5x5-v0"
     """Gymnasium level id."""
+    env_backend: str = "minigrid"
+    """``minigrid`` or ``tensor`` (batched torch GoTo levels, ``metarim.envs``; same episodes)."""
     frames: int = 100_000
     """Total environment frames to train for."""
     seed: int = 0
@@ -91,8 +93,8 @@ class TrainConfig:
     """MAML/Reptile: tasks per meta-update."""
     first_order: bool = False
     """Drop second-order terms of the meta-gradient (Meta-RIM, MAML)."""
-    fast_weights: str = "reset"
-    """Meta-RIM fast weights after an outer step: ``reset`` (meta-init) or ``carry``."""
+    fast_weights: str = "carry"
+    """Meta-RIM fast weights after an outer step: ``carry`` the adapted values or ``reset``."""
     reset_memory: bool = True
     """Meta-RIM: zero the recurrent state at episode starts inside a long sequence."""
     meta_step: float = 1.0
@@ -134,6 +136,8 @@ class TrainConfig:
             raise ValueError(f"k={self.k} must be in 1..num_units={self.num_units}")
         if self.memory == "rim" and self.hidden_size % self.num_units:
             raise ValueError(f"hidden_size={self.hidden_size} must be divisible by num_units={self.num_units}")
+        if self.env_backend not in ("minigrid", "tensor"):
+            raise ValueError(f"env_backend={self.env_backend!r} must be 'minigrid' or 'tensor'")
         if self.combine not in ("film", "concat"):
             raise ValueError(f"combine={self.combine!r} must be 'film' or 'concat'")
         if not isinstance(self.algo_options, dict):

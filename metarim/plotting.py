@@ -55,12 +55,13 @@ def plot_curves(
             continue
         top = min(f[-1] for f, _ in runs)
         grid = np.linspace(0, top, 100)
-        ys = np.stack([np.interp(grid, f[~np.isnan(v)], v[~np.isnan(v)]) if (~np.isnan(v)).any()
+        # NaN before a run's first valid point (e.g. before its episode window is full)
+        ys = np.stack([np.interp(grid, f[~np.isnan(v)], v[~np.isnan(v)], left=np.nan) if (~np.isnan(v)).any()
                        else np.full_like(grid, np.nan) for f, v in runs])
-        mean = np.nanmean(ys, 0)
+        mean = ys.mean(0)  # NaN wherever a seed has no value yet: the band needs every seed
         line = ax.plot(grid, mean, label=f"{name} (n={len(runs)})")[0]
         if len(runs) > 1:
-            half = student.ppf(0.975, len(runs) - 1) * np.nanstd(ys, 0, ddof=1) / np.sqrt(len(runs))
+            half = student.ppf(0.975, len(runs) - 1) * ys.std(0, ddof=1) / np.sqrt(len(runs))
             ax.fill_between(grid, mean - half, mean + half, color=line.get_color(), alpha=0.2)
     if threshold is not None:
         ax.axhline(threshold, ls=":", color="grey")

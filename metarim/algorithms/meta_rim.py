@@ -28,11 +28,12 @@ weights, not the activations.
 
 After the outer step the fast weights are either
 
-* ``fast_weights="reset"`` (default): left at the meta-learned initial values
-  :math:`\theta` (MAML style), so every update adapts from the same starting point; or
-* ``"carry"``: moved by the inner progress of this update,
+* ``fast_weights="carry"`` (default): moved by the inner progress of this update,
   :math:`\theta \gets \theta^{Adam} + (\theta_C - \theta_0)`, where :math:`\theta_C` also
-  includes a (first-order) step on the last chunk, so adaptation continues across updates.
+  includes a (first-order) step on the last chunk, so adaptation continues across
+  updates; or
+* ``"reset"``: left at the meta-learned initial values :math:`\theta` (MAML style), so
+  every update adapts from the same starting point.
 
 ``docs/meta_learners.md`` gives the measurement behind the default.
 

@@ -1,0 +1,111 @@
+"""Frames per second of the meta-learners' training step against the env-only rate.
+
+Rows: the vector env stepped with random actions (env only), then one row per learner
+(``Learner.step``, collection and update together, one thread), with the update's share
+of the time. Meta-RIM is measured second and first order. The target is Meta-RIM second
+order at ≥ 0.3× the env-only rate.
+
+Usage::
+
+    python benchmarks/meta_throughput.py                    # 16 envs, 6 modules, 32-step chunks
+    python benchmarks/meta_throughput.py --updates 3 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def env_only(level: str, num_envs: int, frames: int, seed: int = 0) -> float:
+    """Frames per second of the vector env alone with random actions."""
+    from metarim.tasks.envs import make_vec_env
+    from metarim.tasks.task import Task
+    from metarim.tasks.vocab import Vocab
+
+    envs = make_vec_env(Task(level), num_envs, seed=seed, vocab=Vocab())
+    envs.reset()
+    rng = np.random.default_rng(seed)
+    steps = frames // num_envs
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        envs.step(rng.integers(0, envs.single_action_space.n, size=num_envs))
+    fps = steps * num_envs / (time.perf_counter() - t0)
+    envs.close()
+    return fps
+
+
+def learner_fps(overrides: dict[str, Any], updates: int) -> dict[str, float]:
+    """Median frames/s of ``updates`` learner steps after one warm-up step."""
+    from metarim.algorithms import make_learner
+    from metarim.config import TrainConfig
+
+    learner = make_learner(TrainConfig.from_dict(overrides))
+    learner.step()  # warm-up (env resets, allocator)
+    rates, update_share = [], []
+    for _ in range(updates):
+        before = learner.frames
+        t0 = time.perf_counter()
+        m = learner.step()
+        dt = time.perf_counter() - t0
+        rates.append((learner.frames - before) / dt)
+        if "time/update_s" in m:
+            update_share.append(m["time/update_s"] / dt)
+    learner.close()
+    out = {"fps": float(np.median(rates)), "frames_per_step": float(learner.frames / (updates + 1))}
+    if update_share:
+        out["update_share"] = float(np.median(update_share))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--level", default="BabyAI-GoToLocalS6N2-v0")
+    p.add_argument("--num-envs", type=int, default=16)
+    p.add_argument("--chunk-length", type=int, default=32)
+    p.add_argument("--num-units", type=int, default=6)
+    p.add_argument("--k", type=int, default=3)
+    p.add_argument("--hidden-size", type=int, default=192)
+    p.add_argument("--updates", type=int, default=5)
+    p.add_argument("--json", help="also write the results here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    base = {"env": args.level, "num_envs": args.num_envs, "num_units": args.num_units, "k": args.k,
+            "hidden_size": args.hidden_size, "threads": 1, "batch_size": 256}
+    T = 2 * args.chunk_length
+    rows: dict[str, dict[str, Any]] = {}
+    rows["env only"] = {"fps": env_only(args.level, args.num_envs, 4096)}
+    configs = {
+        "metarim (2nd order)": {"algo": "metarim", "memory": "rim", "num_steps": T, "chunk_length": args.chunk_length},
+        "metarim (1st order)": {"algo": "metarim", "memory": "rim", "num_steps": T,
+                                "chunk_length": args.chunk_length, "first_order": True},
+        "maml (rim, 2nd order)": {"algo": "maml", "memory": "rim", "num_steps": args.chunk_length, "meta_batch": 2},
+        "reptile (rim, 3 steps)": {"algo": "reptile", "memory": "rim", "num_steps": args.chunk_length,
+                                   "meta_batch": 2, "inner_steps": 3},
+        "ppo (rim)": {"algo": "ppo", "memory": "rim", "num_steps": T},
+        "ppo (lstm)": {"algo": "ppo", "memory": "lstm", "num_steps": T},
+    }
+    for name, over in configs.items():
+        rows[name] = learner_fps({**base, **over}, args.updates)
+        print(f"{name:>24}: {rows[name]['fps']:7.0f} frames/s", file=sys.stderr, flush=True)
+    env = rows["env only"]["fps"]
+    print(f"\n{args.level}, {args.num_envs} envs, RIM {args.num_units} modules (k={args.k}, "
+          f"hidden {args.hidden_size}), chunks of {args.chunk_length} steps, 1 thread\n")
+    print("| row | frames/s | × env-only | update share |\n|---|---|---|---|")
+    for name, r in rows.items():
+        share = f"{r['update_share']:.0%}" if "update_share" in r else "–"
+        print(f"| {name} | {r['fps']:.0f} | {r['fps'] / env:.2f} | {share} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "rows": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,98 @@
+"""``examples/gotolocal_meta.py --quick`` end to end, outputs checked for content."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import pathlib
+
+import pytest
+
+EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "gotolocal_meta.py"
+LEARNERS = ["metarim", "maml", "reptile", "rim", "lstm"]
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("gotolocal_meta", EXAMPLE)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gotolocal")
+    mod = _load()
+    assert mod.main(["--quick", "--out", str(out)]) == 0
+    return mod, out
+
+
+def _png(path: pathlib.Path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
+    assert len(data) > 10_000, f"{path} is suspiciously small"
+
+
+def test_quick_writes_every_output(quick):
+    _, out = quick
+    for name in ("curves.png", "modules.png"):
+        _png(out / name)
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["summary"]) == LEARNERS
+    levels = summary["args"]["zero_shot"]
+    assert levels == ["BabyAI-GoToLocalS8N7-v0", "BabyAI-GoToLocal-v0"]
+    for learner, metrics in summary["summary"].items():
+        keys = {"frames_to_0.8", "final_success", "adapt_0", "adapt_1", "adapt_2", "adapt_5"}
+        keys |= {f"zero_shot:{lv}" for lv in levels}
+        assert keys <= set(metrics), learner
+        for name, entry in metrics.items():
+            assert len(entry["values"]) == 1 and len(entry["ci95"]) == 2
+            if name != "frames_to_0.8" and entry["reached"]:
+                assert 0.0 <= entry["mean"] <= 1.0, (learner, name)
+                assert entry["ci95"][0] <= entry["mean"] <= entry["ci95"][1]
+            if learner != "metarim":
+                assert "welch_p" in entry and math.isnan(entry["welch_p"])  # one seed: no test
+    runs = {r["learner"]: r for r in summary["runs"]}
+    assert set(runs) == set(LEARNERS)
+    assert runs["metarim"]["config"]["algo"] == "metarim" and runs["rim"]["config"]["algo"] == "ppo"
+    assert runs["lstm"]["config"]["memory"] == "lstm"
+    for r in runs.values():
+        assert r["config"]["frames"] == 1024
+        assert set(r["adaptation"]) == {"0", "1", "2", "5"}
+
+
+def test_quick_markdown_table(quick):
+    _, out = quick
+    md = (out / "summary.md").read_text()
+    lines = [ln for ln in md.splitlines() if ln.startswith("| ")]
+    assert lines[0].startswith("| learner | frames to 0.8 | final success | adapt k=0")
+    assert "zero-shot GoToLocalS8N7-v0" in lines[0] and "zero-shot GoToLocal-v0" in lines[0]
+    rows = {ln.split("|")[1].strip(): ln for ln in lines[1:]}
+    assert list(rows) == LEARNERS
+    for ln in rows.values():
+        cells = [c.strip() for c in ln.strip("|").split("|")][1:]
+        assert len(cells) == 8
+        assert cells[0] == "not reached" or cells[0].split()[0].replace(",", "").isdigit()
+        assert all(c == "not reached" or ("[" in c and "]" in c) for c in cells[1:])
+    assert "bootstrap" in md and "Welch" in md and "1,024 frames" in md
+
+
+def test_quick_module_activity_is_a_distribution(quick):
+    _, out = quick
+    run = json.loads((out / "runs" / "metarim-s0.json").read_text())
+    act = run["activity"]
+    assert act["num_units"] == 4
+    for word, freq in {**act["by_color"], **act["by_object"]}.items():
+        assert len(freq) == 4 and all(0 <= f <= 1 for f in freq)
+        assert sum(freq) == pytest.approx(2.0)  # k = 2 modules active at every step
+    assert json.loads((out / "runs" / "lstm-s0.json").read_text())["activity"] is None
+
+
+def test_quick_resumes_finished_runs(quick, capsys):
+    mod, out = quick
+    before = (out / "runs" / "maml-s0.json").stat().st_mtime_ns
+    assert mod.main(["--quick", "--out", str(out), "--learners", "maml", "lstm"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("done earlier") == 2 and "training for" not in err
+    assert (out / "runs" / "maml-s0.json").stat().st_mtime_ns == before
