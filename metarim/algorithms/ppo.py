@@ -52,7 +52,8 @@ class PPO(Learner):
     def __init__(self, config: TrainConfig) -> None:
         super().__init__(config)
         torch.manual_seed(config.seed)
-        self.envs = make_vec_env(Task(config.env), config.num_envs, seed=config.seed, vocab=self.vocab)
+        self.envs = make_vec_env(Task(config.env), config.num_envs, seed=config.seed, vocab=self.vocab,
+                                 backend=config.env_backend)
         self.policy = build_policy(config, int(self.envs.single_action_space.n), self.vocab)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr, eps=1e-5)
         self.collector = RolloutCollector(self.envs, self.policy, config.num_steps)

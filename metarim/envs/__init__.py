@@ -12,6 +12,7 @@ This package imports gymnasium and minigrid on use; ``import metarim`` does not 
 
 from __future__ import annotations
 
+from metarim.envs.backend import make_tensor_vec_env
 from metarim.envs.core import GoToState, Tables, observe, step
 from metarim.envs.layouts import (
     SUPPORTED_LEVELS,
@@ -32,6 +33,7 @@ __all__ = [
     "TensorGoToVecEnv",
     "check_supported",
     "env_seeds",
+    "make_tensor_vec_env",
     "observe",
     "step",
 ]

@@ -141,6 +141,7 @@ def make_vec_env(
     seed: int,
     vocab: Vocab,
     asynchronous: bool = False,
+    backend: str = "minigrid",
 ) -> gym.vector.VectorEnv:
     """Builds a vector env of ``num_envs`` copies of ``task`` (or one env per task).
 
@@ -154,7 +155,16 @@ def make_vec_env(
         seed: base seed.
         vocab: the shared vocabulary.
         asynchronous: use ``AsyncVectorEnv`` instead of ``SyncVectorEnv``.
+        backend: ``"minigrid"`` (gymnasium vector env of minigrid envs) or ``"tensor"``
+            (:func:`metarim.envs.make_tensor_vec_env`: the same episodes, batched in torch;
+            BabyAI GoTo levels only).
     """
+    if backend == "tensor":  # env backend hook (metarim/envs, docs/tensor_env.md)
+        from metarim.envs import make_tensor_vec_env
+
+        return make_tensor_vec_env(task, num_envs, seed=seed, vocab=vocab, asynchronous=asynchronous)
+    if backend != "minigrid":
+        raise ValueError(f"backend={backend!r} must be 'minigrid' or 'tensor'")
     if num_envs < 1:
         raise ValueError(f"num_envs={num_envs} must be >= 1")
     tasks = [task] * num_envs if isinstance(task, Task) else list(task)
