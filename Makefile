@@ -20,7 +20,7 @@ $(STAMP): $(PY) setup.py tools/build_learn2learn.sh
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/demo.py
+	$(PY) examples/gotolocal_meta.py --quick --out results/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q
