@@ -46,7 +46,7 @@ class TrainConfig:
     """Steps per env per rollout (``T``)."""
     epochs: int = 4
     """PPO epochs per rollout."""
-    batch_size: int = 256
+    batch_size: int = 512
     """Frames per PPO minibatch; divides ``T * B`` and is a multiple of ``recurrence``."""
     recurrence: int = 4
     """Backprop-through-time window (steps); divides ``num_steps``."""
@@ -66,7 +66,7 @@ class TrainConfig:
     """Gradient-norm clip."""
     norm_adv: bool = True
     """Normalise advantages per minibatch."""
-    hidden_size: int = 128
+    hidden_size: int = 64
     """Memory size (total over RIM modules)."""
     num_units: int = 4
     """RIM modules ``N``."""

@@ -1,7 +1,7 @@
 r"""Actor-critic policy: image and mission encoders, a memory core, two heads.
 
 The 7×7×3 symbolic view (object, colour, state ids) is one-hot coded per channel
-(3 × 16 planes) and goes through three small convolutions (7→6→3→2→1, as in torch-ac's
+(11 + 6 + 3 planes) and goes through three small convolutions (7→6→3→2→1, as in torch-ac's
 BabyAI model); the first convolution on one-hot planes is exactly a learned embedding of
 each cell followed by a convolution, without the embedding's slow scatter backward. The mission's word ids go through an
 embedding and a GRU whose last valid hidden state is the mission code :math:`m`.
@@ -36,7 +36,8 @@ from metarim.rl.memory import make_memory
 __all__ = ["ActorCritic", "MissionEncoder", "unique_rows"]
 
 State = tuple[Tensor, ...]
-IDS_PER_CHANNEL = 16
+# ids per channel of the symbolic view: 11 object types, 6 colours, 3 door states
+CHANNEL_SIZES = (11, 6, 3)
 
 
 def unique_rows(ids: Tensor) -> tuple[Tensor, Tensor]:
@@ -124,9 +125,10 @@ class ActorCritic(nn.Module):
         if combine not in ("film", "concat"):
             raise ValueError(f"combine={combine!r} must be 'film' or 'concat'")
         self.combine = combine
-        self.register_buffer("offsets", torch.arange(3) * IDS_PER_CHANNEL, persistent=False)
+        self.register_buffer("offsets", torch.tensor([0, 11, 17]), persistent=False)
+        self.register_buffer("maxima", torch.tensor(CHANNEL_SIZES) - 1, persistent=False)
         self.conv = nn.Sequential(
-            nn.Conv2d(3 * IDS_PER_CHANNEL, 16, 2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(sum(CHANNEL_SIZES), 16, 2), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(16, 32, 2), nn.ReLU(),
         )
         self.conv_last = nn.Conv2d(32, image_dim, 2)
@@ -149,10 +151,10 @@ class ActorCritic(nn.Module):
 
     def encode(self, image: Tensor, mission: Tensor) -> Tensor:
         """``image (N, 7, 7, 3)``, ``mission (N, L)`` → memory input ``(N, D)``."""
-        ids = image.long().clamp(max=IDS_PER_CHANNEL - 1) + self.offsets  # (N, 7, 7, 3)
+        ids = torch.minimum(image.long(), self.maxima) + self.offsets  # (N, 7, 7, 3)
         n, h, w, _ = ids.shape
         p = next(self.conv.parameters())
-        x = torch.zeros(n, h, w, 3 * IDS_PER_CHANNEL, dtype=p.dtype, device=p.device)
+        x = torch.zeros(n, h, w, sum(CHANNEL_SIZES), dtype=p.dtype, device=p.device)
         x.scatter_(-1, ids, 1.0)
         z = self.conv_last(self.conv(x.permute(0, 3, 1, 2))).flatten(1)
         m = self.mission(mission)

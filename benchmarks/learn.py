@@ -1,0 +1,93 @@
+"""Learning benchmark: PPO with LSTM and RIM memory on small MiniGrid/BabyAI levels.
+
+For every (level, memory) pair it runs ``metarim train`` (the exact command is stored),
+then ``metarim eval`` on 200 fresh episodes, and writes
+
+* ``docs/learning.json`` — per run: command, frames to reach the success threshold
+  (rolling success over the last 100 training episodes), final training success and
+  the evaluation with 95 % intervals, wall time;
+* ``docs/learning_curves.png`` — success rate against frames, one panel per level.
+
+    python benchmarks/learn.py [--frames 200000] [--levels ...] [--memories lstm rim]
+
+Runs one training process at a time (the machine has two shared cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import pathlib
+import shlex
+import subprocess
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+LEVELS = ["MiniGrid-DoorKey-5x5-v0", "BabyAI-GoToLocalS6N2-v0"]
+
+
+def _curve(run: pathlib.Path) -> tuple[list[float], list[float], list[float]]:
+    with open(run / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    frames = [float(r["frames"]) for r in rows]
+    return frames, [float(r["success_rate"]) for r in rows], [float(r["return_mean"]) for r in rows]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--levels", nargs="+", default=LEVELS)
+    p.add_argument("--memories", nargs="+", default=["lstm", "rim"])
+    p.add_argument("--frames", type=int, default=200_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threshold", type=float, default=0.9)
+    p.add_argument("--eval-episodes", type=int, default=200)
+    p.add_argument("--runs", default="/tmp/metarim-learn", help="folder for the run folders")
+    p.add_argument("--docs", default=str(ROOT / "docs"), help="where JSON and PNG go")
+    a = p.parse_args()
+    runs, docs = pathlib.Path(a.runs), pathlib.Path(a.docs)
+    runs.mkdir(parents=True, exist_ok=True)
+    metarim = [sys.executable, "-m", "metarim.cli"]
+    results = []
+    for level in a.levels:
+        for memory in a.memories:
+            out = runs / f"{level}-{memory}-s{a.seed}"
+            cmd = ["train", "--env", level, "--memory", memory, "--frames", str(a.frames),
+                   "--seed", str(a.seed), "--out", str(out), "--quiet"]
+            cmd += ["--resume"] if (out / "config.json").is_file() else []
+            t0 = time.time()
+            subprocess.run(metarim + cmd, check=True)
+            wall = time.time() - t0
+            ev = subprocess.run(metarim + ["eval", "--run", str(out), "--episodes", str(a.eval_episodes)],
+                                check=True, capture_output=True, text=True)
+            frames, success, returns = _curve(out)
+            hit = next((f for f, s in zip(frames, success) if s >= a.threshold), None)
+            results.append({
+                "level": level, "memory": memory, "seed": a.seed,
+                "command": "metarim " + shlex.join([c for c in cmd if c != "--resume"]),
+                "frames": frames[-1], "frames_to_threshold": hit, "threshold": a.threshold,
+                "final_train_success": success[-1], "final_train_return": returns[-1],
+                "eval": json.loads(ev.stdout), "wall_s": wall,
+                "curve": {"frames": frames, "success_rate": success, "return_mean": returns},
+            })
+            print(json.dumps({k: v for k, v in results[-1].items() if k != "curve"}), flush=True)
+    (docs / "learning.json").write_text(json.dumps(results, indent=1))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(a.levels), figsize=(5 * len(a.levels), 3.6), squeeze=False)
+    for ax, level in zip(axes[0], a.levels):
+        for r in (r for r in results if r["level"] == level):
+            ax.plot(r["curve"]["frames"], r["curve"]["success_rate"], label=f"PPO + {r['memory'].upper()}")
+        ax.axhline(a.threshold, color="grey", lw=0.8, ls="--")
+        ax.set(title=level, xlabel="frames", ylabel="success rate (last 100 episodes)", ylim=(0, 1.02))
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(docs / "learning_curves.png", dpi=110)
+
+
+if __name__ == "__main__":
+    main()
