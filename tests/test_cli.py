@@ -157,3 +157,26 @@ def test_console_script_has_no_traceback(tmp_path):
                            "--memory", "gru"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == ["metarim: error: unknown --memory 'gru'; choose one of ['lstm', 'rim']"]
+
+
+def test_sigint_stops_cleanly_and_resumes(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "r"
+    cmd = [sys.executable, "-m", "metarim.cli", "train", "--out", str(out), *SMALL,
+           "--frames", "100000", "--checkpoint-every", "1000"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "metrics.csv").is_file() or len((out / "metrics.csv").read_text().splitlines()) < 3:
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert "resume with: metarim train --resume --out" in err
+    rows = _rows(out / "metrics.csv")
+    (ckpt,) = (out / "checkpoints").iterdir()  # the final checkpoint covers every row
+    assert ckpt.name == f"ckpt-{len(rows):08d}.pt"
+    assert main(["train", "--out", str(out), "--resume", "--frames", str(128 * (len(rows) + 1)), "--quiet"]) == 0
+    assert len(_rows(out / "metrics.csv")) == len(rows) + 1
