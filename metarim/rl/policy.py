@@ -27,6 +27,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -54,9 +57,9 @@ def unique_rows(ids: Tensor) -> tuple[Tensor, Tensor]:
 class MissionEncoder(nn.Module):
     """Word embedding + GRU over the unique missions of a batch.
 
-    Under ``torch.no_grad`` the codes are cached per mission until a parameter changes
-    (tracked by the parameters' version counters), so a rollout encodes each mission
-    once instead of at every step.
+    Inside :meth:`cached` (used by the rollout collector) and under ``torch.no_grad``, the
+    codes are cached per mission, so a rollout encodes each mission once instead of at
+    every step.
 
     Args:
         vocab_size: number of word ids (0 is padding).
@@ -69,7 +72,20 @@ class MissionEncoder(nn.Module):
         self.embed = nn.Embedding(vocab_size, word_dim, padding_idx=0)
         self.gru = nn.GRU(word_dim, out_dim, batch_first=True)
         self._cache: dict[bytes, Tensor] = {}
-        self._cache_key: tuple[int, ...] = ()
+        self._caching = False
+
+    @contextlib.contextmanager
+    def cached(self) -> Iterator[None]:
+        """Within this block, under ``torch.no_grad``, each mission is encoded once.
+
+        The caller promises that the parameters do not change inside the block (a rollout
+        collection); the cache is emptied on entry and exit.
+        """
+        self._cache, self._caching = {}, True
+        try:
+            yield
+        finally:
+            self._cache, self._caching = {}, False
 
     def _encode(self, uniq: Tensor) -> Tensor:
         lengths = (uniq != 0).sum(1).clamp(min=1)
@@ -79,13 +95,10 @@ class MissionEncoder(nn.Module):
 
     def forward(self, ids: Tensor) -> Tensor:
         """``ids (N, L)`` int64 → ``(N, out_dim)``; duplicates are encoded once."""
-        if torch.is_grad_enabled() or ids.device.type != "cpu":
+        if not self._caching or torch.is_grad_enabled() or ids.device.type != "cpu":
             uniq, inverse = unique_rows(ids.cpu()) if ids.device.type == "cpu" else torch.unique(
                 ids, dim=0, return_inverse=True)
             return self._encode(uniq.to(ids.device))[inverse.to(ids.device)]
-        key = tuple(p._version for p in self.parameters()) + tuple(p.data_ptr() for p in self.parameters())
-        if key != self._cache_key:
-            self._cache, self._cache_key = {}, key
         rows = [r.tobytes() for r in ids.numpy()]
         missing = sorted({r for r in rows if r not in self._cache})
         if missing:
@@ -153,8 +166,8 @@ class ActorCritic(nn.Module):
         """``image (N, 7, 7, 3)``, ``mission (N, L)`` → memory input ``(N, D)``."""
         ids = torch.minimum(image.long(), self.maxima) + self.offsets  # (N, 7, 7, 3)
         n, h, w, _ = ids.shape
-        p = next(self.conv.parameters())
-        x = torch.zeros(n, h, w, sum(CHANNEL_SIZES), dtype=p.dtype, device=p.device)
+        wt = self.conv_last.weight
+        x = torch.zeros(n, h, w, sum(CHANNEL_SIZES), dtype=wt.dtype, device=wt.device)
         x.scatter_(-1, ids, 1.0)
         z = self.conv_last(self.conv(x.permute(0, 3, 1, 2))).flatten(1)
         m = self.mission(mission)

@@ -14,6 +14,7 @@ The collector keeps its envs, last observation and memory between calls; its
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +88,13 @@ class RolloutCollector:
     @torch.no_grad()
     def collect(self) -> Rollout:
         """Steps every env ``num_steps`` times and returns the batch."""
+        with contextlib.ExitStack() as stack:
+            for m in self.policy.modules():
+                if hasattr(m, "cached"):  # mission codes are constant during a rollout
+                    stack.enter_context(m.cached())
+            return self._collect()
+
+    def _collect(self) -> Rollout:
         T, B = self.num_steps, self.num_envs
         obs_buf = {k: torch.empty((T, B, *v.shape[1:]), dtype=torch.from_numpy(v).dtype)
                    for k, v in self.obs.items()}
