@@ -46,7 +46,7 @@ class TrainConfig:
     """Steps per env per rollout (``T``)."""
     epochs: int = 4
     """PPO epochs per rollout."""
-    batch_size: int = 512
+    batch_size: int = 256
     """Frames per PPO minibatch; divides ``T * B`` and is a multiple of ``recurrence``."""
     recurrence: int = 4
     """Backprop-through-time window (steps); divides ``num_steps``."""
