@@ -65,6 +65,7 @@ def plot_curves(
             ax.fill_between(grid, mean - half, mean + half, color=line.get_color(), alpha=0.2)
     if threshold is not None:
         ax.axhline(threshold, ls=":", color="grey")
+    ax.set_xlim(left=0)
     ax.set_xlabel("frames")
     ax.set_ylabel(ylabel)
     ax.set_ylim(-0.02, 1.02)

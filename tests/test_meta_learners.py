@@ -44,14 +44,14 @@ def as_double(rollout):
     )
 
 
-def func_loss(policy, params, rollout, config):
-    """A2C loss of ``rollout`` under ``params`` through ``functional_call`` (no clone)."""
+def func_loss(policy, params, rollout, config, kind="a2c"):
+    """A2C/PPO loss of ``rollout`` under ``params`` through ``functional_call`` (no clone)."""
 
     class Call(torch.nn.Module):
         def forward(self, *args):
             return torch.func.functional_call(policy, params, args)
 
-    return rollout_a2c_loss(Call(), rollout, config)
+    return rollout_a2c_loss(Call(), rollout, config, kind=kind)
 
 
 @pytest.fixture(autouse=True)
@@ -146,7 +146,7 @@ def _never_select_last(monkeypatch):
 
 
 def _meta_rim_with_fixed_chunks(monkeypatch, **kw):
-    cfg = tiny(algo="metarim", memory="rim", inner_lr=0.5, **kw)
+    cfg = tiny(algo="metarim", memory="rim", inner_lr=0.5, fast_weights="reset", **kw)
     learner = make_learner(cfg)
     learner.policy.double()
     chunks = [as_double(learner.collector.collect()) for _ in range(learner.num_chunks)]
@@ -159,13 +159,13 @@ def _meta_rim_with_fixed_chunks(monkeypatch, **kw):
 
 
 def _reference(learner, cfg, chunks, first_order):
-    """θ_{i+1} = θ_i − α M(a_i) ∇θ_i L_i; outer = mean_{i≥1} L_i(θ_i); its gradient."""
+    """θ_{i+1} = θ_i − α M(a_i) ∇θ_i L_i; outer = mean_{i≥1} L_i(θ_i) (PPO surrogate); its gradient."""
     leaves = dict(learner.policy.named_parameters())
     fast = set(learner.meta.partition.fast)
     params = dict(leaves)
     outer = []
     for i, chunk in enumerate(chunks):
-        loss, _, masks = func_loss(learner.policy, params, chunk, cfg)
+        loss, _, masks = func_loss(learner.policy, params, chunk, cfg, kind="ppo")
         if i > 0:
             outer.append(loss)
         if i < len(chunks) - 1:

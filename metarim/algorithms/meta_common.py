@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from metarim.config import TrainConfig
-from metarim.rl.losses import a2c_loss, gae
+from metarim.rl.losses import a2c_loss, gae, ppo_loss
 from metarim.rl.rollout import Rollout
 from metarim.tasks.samplers import TaskSampler, make_sampler
 
@@ -45,13 +45,15 @@ __all__ = [
     "make_task_samplers",
     "parameter_values",
     "rollout_a2c_loss",
+    "select_columns",
 ]
 
 
 def rollout_a2c_loss(
-    policy: nn.Module, rollout: Rollout, config: TrainConfig, *, reset_memory: bool = True
+    policy: nn.Module, rollout: Rollout, config: TrainConfig, *, reset_memory: bool = True,
+    kind: str = "a2c",
 ) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
-    """Differentiable A2C loss of a whole ``(T, B)`` rollout under ``policy``.
+    """Differentiable A2C (or PPO-surrogate) loss of a whole ``(T, B)`` rollout under ``policy``.
 
     Args:
         policy: an actor-critic (or a clone of one) ``(obs, state, done) -> (logits,
@@ -61,6 +63,9 @@ def rollout_a2c_loss(
         config: gives ``gamma``, ``gae_lambda``, ``norm_adv``, ``value_coef``,
             ``entropy_coef``.
         reset_memory: zero the memory at episode starts, as the collector did.
+        kind: ``"a2c"`` or ``"ppo"`` (clipped surrogate against the collection-time
+            log-probabilities and values, :func:`~metarim.rl.losses.ppo_loss`; at the
+            collecting parameters its ratio is 1 and its policy gradient is A2C's).
 
     Returns:
         ``(loss, parts, masks)``: the scalar loss, its detached parts and the RIM
@@ -76,8 +81,15 @@ def rollout_a2c_loss(
     logp_all = torch.log_softmax(logits, -1)
     logp = logp_all.gather(-1, rollout.actions.unsqueeze(-1)).squeeze(-1)
     entropy = -(logp_all.exp() * logp_all).sum(-1)
-    loss, parts = a2c_loss(logp, adv, values, ret, entropy,
-                           value_coef=config.value_coef, entropy_coef=config.entropy_coef)
+    if kind == "ppo":
+        loss, parts = ppo_loss(logp, rollout.logprobs, adv, values, rollout.values, ret, entropy,
+                               clip=config.clip, value_coef=config.value_coef,
+                               entropy_coef=config.entropy_coef)
+    elif kind == "a2c":
+        loss, parts = a2c_loss(logp, adv, values, ret, entropy,
+                               value_coef=config.value_coef, entropy_coef=config.entropy_coef)
+    else:
+        raise ValueError(f"kind={kind!r} must be 'a2c' or 'ppo'")
     return loss, parts, masks
 
 
@@ -92,6 +104,19 @@ def quiet_nonleaf_grad() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The .grad attribute of a Tensor that is not a leaf")
         yield
+
+
+def select_columns(rollout: Rollout, cols: Tensor) -> Rollout:
+    """The env columns ``cols`` of a ``(T, B)`` rollout (episode records are dropped)."""
+    return Rollout(
+        obs={k: v[:, cols] for k, v in rollout.obs.items()},
+        actions=rollout.actions[:, cols], logprobs=rollout.logprobs[:, cols],
+        values=rollout.values[:, cols], rewards=rollout.rewards[:, cols],
+        starts=rollout.starts[:, cols], ends=rollout.ends[:, cols],
+        memory=tuple(m[:, cols] for m in rollout.memory),
+        masks=None if rollout.masks is None else rollout.masks[:, cols],
+        last_value=rollout.last_value[cols],
+    )
 
 
 def make_task_samplers(config: TrainConfig) -> tuple[TaskSampler, TaskSampler]:

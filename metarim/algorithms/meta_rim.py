@@ -17,11 +17,16 @@ per-module recurrent weights of the RIM mechanisms), :math:`\phi` the slow ones,
 
     (\theta, \phi) \gets \mathrm{Adam}\big(\nabla_{\theta, \phi} \mathcal{L}_{outer}\big),
 
-where :math:`L_i` is the A2C loss of chunk :math:`i` (see
-:func:`~metarim.algorithms.meta_common.rollout_a2c_loss`), chunk :math:`i` is *collected*
-by :math:`(\theta_i, \phi)` (so every loss is on-policy), and the gradient flows through
-every inner step (second order; ``first_order=True`` treats each
-:math:`\nabla_{\theta_i} L_i` as a constant). The memory is detached at chunk boundaries
+where :math:`L_i` is the clipped PPO surrogate of chunk :math:`i` (with value and
+entropy terms, see :func:`~metarim.algorithms.meta_common.rollout_a2c_loss` with
+``kind="ppo"``), chunk :math:`i` is *collected* by :math:`(\theta_i, \phi)`, and the
+gradient flows through every inner step (second order; ``first_order=True`` treats each
+:math:`\nabla_{\theta_i} L_i` as a constant). The chunks are collected once and the
+outer step is taken ``epochs`` times on them, each time re-running the whole inner chain
+from the current :math:`(\theta, \phi)`; in the first epoch the ratio to the collecting
+policy is exactly 1, so :math:`L_i` there has the A2C policy gradient, and the clipping
+only matters in later epochs, where it keeps the re-used data trustworthy (PPO's reason
+for clipping). The memory is detached at chunk boundaries
 (each chunk is re-run from its stored memory) and, with ``reset_memory=True`` (default),
 zeroed at episode starts: what carries over from one episode to the next is the fast
 weights, not the activations.
@@ -58,10 +63,11 @@ from metarim.algorithms.meta_common import (
     parameter_values,
     quiet_nonleaf_grad,
     rollout_a2c_loss,
+    select_columns,
 )
 from metarim.config import TrainConfig
 from metarim.params import reduce_activity
-from metarim.rl.rollout import RolloutCollector
+from metarim.rl.rollout import Rollout, RolloutCollector
 from metarim.tasks.envs import make_vec_env
 
 __all__ = ["MetaRIM"]
@@ -93,6 +99,8 @@ class MetaRIM(Learner):
         self.meta = MaskedMAML(self.policy, config.inner_lr, first_order=config.first_order)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr, eps=1e-5)
         self.num_chunks = config.num_steps // config.chunk_length
+        self.columns = max(1, config.batch_size // config.num_steps)
+        """Env columns per minibatch: ``batch_size`` frames of whole sequences."""
         self.collector = RolloutCollector(self.envs, self.policy, config.chunk_length,
                                           reset_memory=config.reset_memory)
         self.recent = EpisodeWindow()
@@ -105,57 +113,80 @@ class MetaRIM(Learner):
     def _step(self) -> dict[str, float]:
         c = self.config
         t0 = time.perf_counter()
-        before = parameter_values(self.policy) if c.fast_weights == "carry" else None
-        learner = self.meta.clone()
-        outer, inner_losses, active, frames, collect_s = [], [], [], 0, 0.0
-        last = self.num_chunks - 1
+        # 1) collection: chunk i is collected by (θ_i, φ), the fast weights adapting online
+        start = parameter_values(self.policy)
+        learner = self.meta.clone(first_order=True)
+        chunks: list[Rollout] = []
         for i in range(self.num_chunks):
-            tc = time.perf_counter()
-            self.collector.policy = learner  # chunk i is collected by (θ_i, φ)
-            rollout = self.collector.collect()
-            collect_s += time.perf_counter() - tc
-            frames += rollout.num_frames
-            self.recent.extend(rollout.episodes)
-            loss, _, masks = rollout_a2c_loss(learner, rollout, c, reset_memory=c.reset_memory)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss ({loss.item()}) at update {self.updates}")
-            if i > 0:
-                outer.append(loss)
-            if i < last:
-                inner_losses.append(loss.item())
-                act = reduce_activity(masks)
-                active.append(float(act.mean()))
-                learner.adapt(loss, active=act, retain_graph=True)
-            elif c.fast_weights == "carry":
-                learner.adapt(loss, active=reduce_activity(masks), first_order=True, retain_graph=True)
+            self.collector.policy = learner
+            chunks.append(self.collector.collect())
+            self.recent.extend(chunks[-1].episodes)
+            if i < self.num_chunks - 1 or c.fast_weights == "carry":
+                loss, _, masks = rollout_a2c_loss(learner, chunks[-1], c, reset_memory=c.reset_memory)
+                learner.adapt(loss, active=reduce_activity(masks))
+        online = {n: t.detach() for n, t in learner.fast_parameters().items()}
         self.collector.policy = self.policy
-        outer_loss = torch.stack(outer).mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        outer_loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), c.max_grad_norm)
-        if not torch.isfinite(norm):
-            raise FloatingPointError(f"non-finite gradient norm at update {self.updates}")
-        self.optimizer.step()
-        if before is not None:
-            self._carry(before, {n: t.detach() for n, t in learner.fast_parameters().items()})
+        collect_s = time.perf_counter() - t0
+        # 2) meta-training: epochs × minibatches of env columns, each through the inner chain
+        inner: list[float] = []
+        active: list[float] = []
+        outer: list[float] = []
+        norms: list[float] = []
+        for _ in range(c.epochs):
+            for cols in torch.randperm(c.num_envs).split(self.columns):
+                part = [select_columns(r, cols) for r in chunks]
+                loss, inn, act = self._meta_loss(part)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), c.max_grad_norm)
+                if not torch.isfinite(norm):
+                    raise FloatingPointError(f"non-finite gradient norm at update {self.updates}")
+                self.optimizer.step()
+                inner += inn
+                active += act
+                outer.append(loss.item())
+                norms.append(float(norm))
+        if c.fast_weights == "carry":
+            self._carry(start, online)
+        frames = sum(r.num_frames for r in chunks)
         self.frames += frames
         self.updates += 1
         elapsed = time.perf_counter() - t0
+        mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
         return {
             "frames": float(self.frames),
             **self.recent.metrics(),
-            "losses/inner": sum(inner_losses) / len(inner_losses),
-            "losses/outer": outer_loss.item(),
-            "losses/grad_norm": float(norm),
-            "meta/active_fraction": sum(active) / len(active),
+            "losses/inner": mean(inner),
+            "losses/outer": mean(outer),
+            "losses/grad_norm": mean(norms),
+            "meta/active_fraction": mean(active),
             "time/fps": frames / elapsed,
             "time/collect_s": collect_s,
             "time/update_s": elapsed - collect_s,
         }
 
+    def _meta_loss(self, chunks: list[Rollout]) -> tuple[torch.Tensor, list[float], list[float]]:
+        """The inner chain over ``chunks`` and the outer loss (see module docstring)."""
+        c = self.config
+        learner = self.meta.clone()
+        outer, inner, active = [], [], []
+        for i, chunk in enumerate(chunks):
+            loss, _, masks = rollout_a2c_loss(learner, chunk, c, reset_memory=c.reset_memory, kind="ppo")
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss ({loss.item()}) at update {self.updates}")
+            if i > 0:
+                outer.append(loss)
+            if i < len(chunks) - 1:
+                inner.append(loss.item())
+                act = reduce_activity(masks)
+                active.append(float(act.mean()))
+                learner.adapt(loss, active=act, retain_graph=True)
+        return torch.stack(outer).mean(), inner, active
+
     @torch.no_grad()
     def _carry(self, before: dict[str, torch.Tensor], adapted: dict[str, torch.Tensor]) -> None:
-        r""":math:`\theta \gets \theta^{Adam} + (\theta_C - \theta_0)` on the fast parameters."""
+        r""":math:`\theta \gets \theta^{Adam} + (\theta_C - \theta_0)` on the fast parameters,
+        with :math:`\theta_C` the online-adapted values of the collection pass."""
         params = dict(self.policy.named_parameters())
         for name, value in adapted.items():
             params[name].add_(value - before[name])
