@@ -83,7 +83,7 @@ def test_quick_module_activity_is_a_distribution(quick):
     run = json.loads((out / "runs" / "metarim-s0.json").read_text())
     act = run["activity"]
     assert act["num_units"] == 4
-    for word, freq in {**act["by_color"], **act["by_object"]}.items():
+    for freq in {**act["by_color"], **act["by_object"]}.values():
         assert len(freq) == 4 and all(0 <= f <= 1 for f in freq)
         assert sum(freq) == pytest.approx(2.0)  # k = 2 modules active at every step
     assert json.loads((out / "runs" / "lstm-s0.json").read_text())["activity"] is None
