@@ -19,6 +19,14 @@ r"""Fast adaptation, zero-shot transfer and module activity of a trained policy.
 * :func:`module_activity` — how often each RIM module is active, per mission colour,
   per mission object and per step of the episode (the masks are also returned raw).
 
+From the shell, on a run folder of ``metarim train``::
+
+    python -m metarim.adaptation_eval --run runs/x --adapt-steps 0 1 2 5 \
+        --zero-shot BabyAI-GoToLocalS8N7-v0 BabyAI-GoToLocal-v0
+
+prints one JSON object with ``adaptation`` (on the first held-out task of the run's task
+sampler) and ``zero_shot`` results.
+
 References:
     Madan et al. "Fast and Slow Learning of Recurrent Independent Mechanisms". ICLR 2021.
 """
@@ -38,7 +46,7 @@ from metarim.rl.policy import ActorCritic
 from metarim.tasks.task import Task
 from metarim.tasks.vocab import Vocab
 
-__all__ = ["ADAPTATION_RULES", "Adapter", "fast_adaptation", "module_activity", "zero_shot"]
+__all__ = ["ADAPTATION_RULES", "Adapter", "fast_adaptation", "main", "module_activity", "zero_shot"]
 
 ADAPTATION_RULES: dict[str, str] = {
     "metarim": "masked_sgd",
@@ -239,3 +247,38 @@ def module_activity(
         "steps": counts.tolist(),
         "raw": [{"mission": r["mission"], "masks": r["masks"].tolist()} for r in raw],
     }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m metarim.adaptation_eval``: fast adaptation and zero-shot of a run."""
+    import argparse
+    import json
+
+    from metarim.algorithms.meta_common import make_task_samplers
+    from metarim.evaluate import load_run
+
+    p = argparse.ArgumentParser(prog="python -m metarim.adaptation_eval", description=main.__doc__)
+    p.add_argument("--run", required=True, help="run folder of metarim train")
+    p.add_argument("--adapt-steps", type=int, nargs="*", default=[0, 1, 2, 5])
+    p.add_argument("--zero-shot", nargs="*", default=[], help="level ids to evaluate without updates")
+    p.add_argument("--episodes", type=int, default=64)
+    p.add_argument("--seed", type=int, default=2_000_003)
+    args = p.parse_args(argv)
+    if args.episodes < 1:
+        p.error(f"--episodes {args.episodes} must be >= 1")
+    config, policy, vocab, state = load_run(args.run)
+    out: dict[str, Any] = {"run": str(args.run), "frames": int(state["frames"]), "algo": config.algo}
+    if args.adapt_steps:
+        task = make_task_samplers(config)[1].tasks[0]
+        res = fast_adaptation(policy, config, task, vocab, steps=args.adapt_steps,
+                              episodes=args.episodes, seed=args.seed)
+        out["held_out_task"] = task.to_dict()
+        out["adaptation"] = {str(k): v for k, v in res.items()}
+    if args.zero_shot:
+        out["zero_shot"] = zero_shot(policy, args.zero_shot, vocab, episodes=args.episodes, seed=args.seed)
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -13,6 +13,7 @@ Gradients are compared in float64 on seeded, pre-collected rollouts.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import pytest
@@ -285,3 +286,12 @@ def test_cli_train_and_eval_metarim(tmp_path, capsys):
     assert (out / "metrics.csv").read_text().splitlines()[0].startswith("updates,frames")
     assert main(["eval", "--run", str(out), "--episodes", "2", "--num-envs", "2"]) == 0
     assert '"success_rate"' in capsys.readouterr().out
+
+    from metarim.adaptation_eval import main as adapt_main
+
+    assert adapt_main(["--run", str(out), "--adapt-steps", "0", "1", "--zero-shot", "BabyAI-GoToLocalS8N7-v0",
+                       "--episodes", "2"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["algo"] == "metarim" and set(res["adaptation"]) == {"0", "1"}
+    assert res["adaptation"]["1"]["episodes"] == 2 and math.isfinite(res["adaptation"]["1"]["adapt_loss"])
+    assert 0 <= res["zero_shot"]["BabyAI-GoToLocalS8N7-v0"]["success_rate"] <= 1
