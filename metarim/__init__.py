@@ -19,7 +19,13 @@ from metarim.rim import RIM, GroupGRUCell, GroupLinear, GroupLSTMCell, RIMCell
 # Public names provided by submodules that are imported on first access.
 _LAZY = {
     # filled in by the modules that need heavy imports (learn2learn, minigrid, ...)
+    "MAML": "metarim.algorithms.maml",
     "MaskedLearner": "metarim.backends",
+    "MetaRIM": "metarim.algorithms.meta_rim",
+    "Reptile": "metarim.algorithms.reptile",
+    "fast_adaptation": "metarim.adaptation_eval",
+    "module_activity": "metarim.adaptation_eval",
+    "zero_shot": "metarim.adaptation_eval",
     "MaskedMAML": "metarim.adapt",
     "ParamPartition": "metarim.params",
     "partition_parameters": "metarim.params",
