@@ -180,3 +180,16 @@ def test_sigint_stops_cleanly_and_resumes(tmp_path):
     assert ckpt.name == f"ckpt-{len(rows):08d}.pt"
     assert main(["train", "--out", str(out), "--resume", "--frames", str(128 * (len(rows) + 1)), "--quiet"]) == 0
     assert len(_rows(out / "metrics.csv")) == len(rows) + 1
+
+
+def test_tensorboard_extra_missing_is_one_line(tmp_path, capsys):
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        with pytest.raises(SystemExit) as e:
+            main(["train", "--out", str(tmp_path / "o"), "--tensorboard", *SMALL, "--frames", "128"])
+        assert e.value.code == 2 and "metarim[tensorboard]" in capsys.readouterr().err
+        assert not (tmp_path / "o").exists()
+    else:  # pragma: no cover - depends on the optional extra
+        _train(tmp_path / "o", "--tensorboard", "--frames", "128")
+        assert list((tmp_path / "o").glob("events.out.tfevents.*"))
