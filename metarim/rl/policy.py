@@ -25,10 +25,9 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
-
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
