@@ -11,7 +11,8 @@ seed; then each is measured the same way:
 * zero-shot success on harder levels, without any update;
 * module activity of the RIM-based learners per mission word and over time.
 
-Outputs in ``--out`` (default ``results/gotolocal/``): ``curves.png``, ``summary.json``,
+Outputs in ``--out`` (default ``results/gotolocal/``): ``curves.png`` (success) and
+``returns.png`` against frames, ``summary.json``,
 ``summary.md`` (mean with 95 % bootstrap CI over seeds, Welch p-value against
 Meta-RIM), ``modules.png`` and ``runs/<learner>-s<seed>.json``; a run whose JSON exists
 is not repeated, so an interrupted invocation resumes where it stopped.
@@ -139,6 +140,7 @@ def aggregate(runs: list[dict[str, Any]], args: argparse.Namespace, out: pathlib
 
     per: dict[str, dict[str, list[Any]]] = {}
     curves: dict[str, list[tuple[list[float], list[float]]]] = {}
+    returns: dict[str, list[tuple[list[float], list[float]]]] = {}
     for r in runs:
         # a point counts once the 100-episode window is full (20 episodes in --quick)
         full = 20 if args.quick else 100
@@ -154,6 +156,8 @@ def aggregate(runs: list[dict[str, Any]], args: argparse.Namespace, out: pathlib
         for lv, res in r["zero_shot"].items():
             m.setdefault(f"zero_shot:{lv}", []).append(res["success_rate"])
         curves.setdefault(r["learner"], []).append((f, s))
+        rets = [row[2] if n >= full else float("nan") for row, n in zip(r["curve"], seen)]
+        returns.setdefault(r["learner"], []).append((f, rets))
     order = [n for n in args.learners if n in per]
     per = {n: per[n] for n in order}
     summary = summarize(per, reference="metarim")
@@ -174,6 +178,8 @@ def aggregate(runs: list[dict[str, Any]], args: argparse.Namespace, out: pathlib
     (out / "summary.json").write_text(json.dumps(data, indent=1, default=float))
     plot_curves({n: curves[n] for n in order}, out / "curves.png",
                 title=f"{args.train_level}, {args.frames:,} frames/run")
+    plot_curves({n: returns[n] for n in order}, out / "returns.png", ylabel="return (last 100 episodes)",
+                title=f"{args.train_level}, {args.frames:,} frames/run", threshold=None)
     acts = {}
     for n in order:
         rs = [r["activity"] for r in runs if r["learner"] == n and r["activity"]]

@@ -36,7 +36,7 @@ def _png(path: pathlib.Path) -> None:
 
 def test_quick_writes_every_output(quick):
     _, out = quick
-    for name in ("curves.png", "modules.png"):
+    for name in ("curves.png", "returns.png", "modules.png"):
         _png(out / name)
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["summary"]) == LEARNERS
