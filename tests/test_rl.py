@@ -156,3 +156,16 @@ def test_ppo_improves_on_a_fixed_rollout():
     after = learner.update(rollout)
     assert after["approx_kl"] > 0 and before["entropy"] > 0
     learner.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env,frames", [("MiniGrid-DoorKey-5x5-v0", 150_000), ("BabyAI-GoToLocalS6N2-v0", 150_000)])
+def test_ppo_lstm_learns(env, frames):
+    """PPO+LSTM with the default config reaches 0.9 success (docs/results.md)."""
+    torch.set_num_threads(1)
+    learner = make_learner(TrainConfig(env=env, frames=frames))
+    best = 0.0
+    while learner.frames < frames and best < 0.9:
+        best = max(best, learner.step()["rollout/success_rate"])
+    learner.close()
+    assert best >= 0.9
