@@ -92,6 +92,33 @@ def test_equal_to_minigrid_with_background_workers():
     assert ev["success"] + ev["truncated"] > 5, ev
 
 
+@pytest.mark.parametrize("level", ["BabyAI-GoToLocal-v0", "BabyAI-GoToRedBallGrey-v0"])
+def test_layouts_equal_untouched_minigrid_resets(level):
+    """The generator's shortcuts (no first obs, faster reachability check) change nothing."""
+    import contextlib
+    import io
+
+    import gymnasium as gym
+
+    from metarim.envs import LayoutGenerator
+    from metarim.envs.codes import ENCODING
+    from metarim.envs.layouts import PAD
+
+    gen = LayoutGenerator(level)
+    env = gym.make(level).unwrapped
+    w, h = env.width, env.height
+    for seed in range(250):
+        with contextlib.redirect_stdout(io.StringIO()):
+            env.reset(seed=seed)
+        lay = gen.generate(seed)
+        grid = ENCODING[lay.grid.reshape(w + 2 * PAD, h + 2 * PAD)[PAD:-PAD, PAD:-PAD]]
+        np.testing.assert_array_equal(grid, env.grid.encode(), err_msg=f"seed {seed}")
+        assert (lay.mission, lay.dir, lay.max_steps) == (env.mission, env.agent_dir, env.max_steps)
+        assert lay.pos == gen.flat(*env.agent_pos)
+        assert sorted(map(tuple, np.argwhere(lay.target.reshape(w + 2 * PAD, -1)) - PAD)) == \
+            sorted(map(tuple, env.instrs.desc.obj_poss))
+
+
 def test_reset_with_seed_reseeds_like_gymnasium():
     vocab = Vocab()
     task = Task("BabyAI-GoToLocalS7N4-v0")
@@ -140,8 +167,8 @@ def test_state_round_trip_and_interchange_with_task_env():
 
 
 def test_rollout_collector_identical_on_both_backends():
-    from metarim.config import TrainConfig
     from metarim.algorithms.base import build_policy
+    from metarim.config import TrainConfig
     from metarim.rl.rollout import RolloutCollector
 
     cfg = TrainConfig(env="BabyAI-GoToLocalS6N2-v0", num_envs=4, num_steps=32, batch_size=128)

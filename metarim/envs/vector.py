@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from metarim.envs import core
 from metarim.envs.codes import EMPTY
