@@ -113,9 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         share = f"{r['update_share']:.0%}" if "update_share" in r else "–"
         print(f"| {name} | {r['fps']:.0f} | {r['fps'] / env:.2f} | {r['fps_cpu']:.0f} | "
               f"{r['fps_cpu'] / env_cpu:.2f} | {share} |")
+    result = {"benchmark": "meta_throughput", "args": vars(args), "rows": rows}
+    print(json.dumps(result))  # the line benchmarks/run_all.py collects
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "rows": rows}, f, indent=1)
+            json.dump(result, f, indent=1)
     return 0
 
 

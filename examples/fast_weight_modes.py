@@ -1,6 +1,6 @@
 """Meta-RIM fast-weight modes (``carry`` vs ``reset``): training success after a budget.
 
-    python benchmarks/fast_weight_modes.py [--frames 50000] [--seeds 0 1] [--out results/fast_weight_modes.json]
+    python examples/fast_weight_modes.py [--frames 50000] [--seeds 0 1] [--out results/fast_weight_modes.json]
 
 Prints one line per run and writes the curves as JSON; ``docs/meta_learners.md`` reports
 the numbers behind the default.
