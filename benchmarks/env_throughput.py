@@ -8,6 +8,7 @@ and loading) but no policy. The reference is ``make_vec_env`` (gymnasium
 
     python benchmarks/env_throughput.py                          # GoToLocal, B=16..1024
     python benchmarks/env_throughput.py --level BabyAI-GoToLocalS6N2-v0 --workers 1
+    python benchmarks/env_throughput.py --seed-stop 1000 --cache-size 1000   # cached layouts
 
 Prints one JSON object: ``minigrid.fps``, and per B the tensor ``fps``, ``speedup``
 and ``layout_s`` (seconds spent making layouts in this process, part of the time).
@@ -31,7 +32,7 @@ from metarim.tasks import Task, Vocab, make_vec_env
 def run(envs, actions: list, seconds: float, frames_per_step: int) -> dict[str, float]:
     """Steps ``envs`` through ``actions`` (cycled) for about ``seconds``; frames/s."""
     envs.reset()
-    for a in actions[:5]:  # warm-up
+    for a in actions[: min(len(actions), 200)]:  # warm-up (and, with a cache, filling it)
         envs.step(a)
     n, i = 0, 0
     wall0, cpu0 = time.perf_counter(), time.process_time()
@@ -66,29 +67,34 @@ def main() -> None:
     p.add_argument("--minigrid-envs", type=int, default=16)
     p.add_argument("--seconds", type=float, default=4.0, help="timed seconds per case")
     p.add_argument("--workers", type=int, default=0, help="tensor env layout workers")
+    p.add_argument("--seed-stop", type=int, default=None,
+                   help="episode seeds in [0, N) (default: the whole range)")
+    p.add_argument("--cache-size", type=int, default=0, help="tensor env layouts cached by seed")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
-    task, vocab = Task(args.level), Vocab()
+    task = Task(args.level) if args.seed_stop is None else Task(args.level, seed_stop=args.seed_stop)
+    vocab = Vocab()
 
     ref = make_vec_env(task, args.minigrid_envs, seed=args.seed, vocab=vocab)
     acts = [rng.integers(0, 7, args.minigrid_envs) for _ in range(256)]
     mg = run(ref, acts, args.seconds, args.minigrid_envs)
     ref.close()
     out = {"benchmark": "env_throughput", "level": args.level, "device": args.device,
-           "threads": args.threads, "workers": args.workers, "cpus": os.cpu_count(),
+           "threads": args.threads, "workers": args.workers,
+           "seed_stop": args.seed_stop, "cache_size": args.cache_size, "cpus": os.cpu_count(),
            "loadavg_1m": round(os.getloadavg()[0], 2), "python": platform.python_version(),
            "torch": torch.__version__,
            "minigrid": {"num_envs": args.minigrid_envs, **mg}, "tensor": []}
     for b in args.batch_sizes:
         env = TensorGoToVecEnv(task, b, seed=args.seed, vocab=vocab, device=args.device,
-                               workers=args.workers)
+                               workers=args.workers, cache_size=args.cache_size)
         if args.workers == 0:
             env.source = _Timed(env.source)
-        acts = [torch.from_numpy(rng.integers(0, 7, b)).to(args.device) for _ in range(64)]
+        acts = [torch.from_numpy(rng.integers(0, 7, b)).to(args.device) for _ in range(256)]
         res = run(env, acts, args.seconds, b)
         res.update(num_envs=b, speedup=round(res["fps"] / mg["fps"], 2))
         if args.workers == 0:
