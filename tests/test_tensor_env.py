@@ -137,7 +137,8 @@ def test_reset_with_seed_reseeds_like_gymnasium():
             np.testing.assert_array_equal(r2, r)
 
 
-def test_state_round_trip_and_interchange_with_task_env():
+@pytest.mark.parametrize("workers", [0, 1])
+def test_state_round_trip_and_interchange_with_task_env(workers):
     """get_state of the tensor env restores a minigrid TaskEnv mid-episode, and back."""
     vocab = Vocab()
     task = Task("BabyAI-GoToLocal-v0")
@@ -151,7 +152,7 @@ def test_state_round_trip_and_interchange_with_task_env():
     env = make_env(task, vocab, seed=0)
     obs = env.set_state(state)
     np.testing.assert_array_equal(ten._obs()["image"][1], obs["image"])
-    other = TensorGoToVecEnv(task, 2, seed=99, vocab=vocab, numpy=True)
+    other = TensorGoToVecEnv(task, 2, seed=99, vocab=vocab, numpy=True, workers=workers)
     other.reset()
     other.envs[0].set_state(env.get_state())
     np.testing.assert_array_equal(other._obs()["image"][0], obs["image"])
@@ -164,6 +165,7 @@ def test_state_round_trip_and_interchange_with_task_env():
         np.testing.assert_array_equal(o2["image"][0], obs["image"])
         np.testing.assert_array_equal(o2["mission"][0], obs["mission"])
         assert (r2[0], te2[0], tr2[0]) == (r, te, tr)
+    other.close()
 
 
 def test_rollout_collector_identical_on_both_backends():

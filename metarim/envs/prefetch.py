@@ -25,6 +25,7 @@ import select
 import struct
 import subprocess
 import sys
+import weakref
 from typing import Any
 
 from metarim.envs.layouts import EpisodeStream, Layout, LayoutGenerator
@@ -59,6 +60,19 @@ def _recv(fd: int) -> Any:
 
 def _ready(fd: int) -> bool:
     return bool(select.select([fd], [], [], 0)[0])
+
+
+def _shutdown(conns: list[tuple[int, int]], procs: list[subprocess.Popen]) -> None:
+    """Closes the pipes (each worker then sees EOF and exits) and reaps the workers."""
+    for rfd, wfd in conns:
+        os.close(wfd)
+        os.close(rfd)
+    for proc in procs:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _worker_main(rfd: int, wfd: int) -> None:
@@ -128,6 +142,7 @@ class PrefetchSource:
         self.queues: list[collections.deque[Layout]] = [collections.deque() for _ in range(n)]
         self.epochs = [0] * n
         self._gens: dict[Any, LayoutGenerator] = {}
+        self._finalizer = weakref.finalize(self, _shutdown, self.conns, self.procs)
         self._request(list(range(n)) * depth)
 
     def _request(self, idx: list[int]) -> None:
@@ -179,16 +194,8 @@ class PrefetchSource:
         return lay
 
     def close(self) -> None:
-        """Stops the workers."""
-        for (rfd, wfd), proc in zip(self.conns, self.procs):
-            os.close(wfd)  # the worker sees EOF and exits
-            os.close(rfd)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self.conns, self.procs = [], []
+        """Stops the workers (also done when the source is garbage-collected)."""
+        self._finalizer()
 
 
 if __name__ == "__main__":

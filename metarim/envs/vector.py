@@ -240,13 +240,6 @@ class TensorGoToVecEnv:
         if close is not None:
             close()
 
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001  (interpreter shutdown)
-            pass
-
-
 def _max_steps_bound(gen: LayoutGenerator) -> int:
     """Upper bound on the level's ``max_steps`` (``room_size**2`` unless fixed)."""
     return max(int(gen.env.max_steps), int(gen.env.room_size) ** 2)
