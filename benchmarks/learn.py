@@ -9,8 +9,10 @@ then ``metarim eval`` on 200 fresh episodes, and writes
 * ``docs/learning_curves.png`` — success rate against frames, one panel per level.
 
     python benchmarks/learn.py [--frames 200000] [--levels ...] [--memories lstm rim]
+        [--seeds 0 1]
 
-Runs one training process at a time (the machine has two shared cores).
+Runs one training process at a time (the machine has two shared cores); one line per
+seed in the plot.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def main() -> None:
     p.add_argument("--levels", nargs="+", default=LEVELS)
     p.add_argument("--memories", nargs="+", default=["lstm", "rim"])
     p.add_argument("--frames", type=int, default=200_000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--threshold", type=float, default=0.9)
     p.add_argument("--eval-episodes", type=int, default=200)
     p.add_argument("--runs", default="/tmp/metarim-learn", help="folder for the run folders")
@@ -50,39 +52,46 @@ def main() -> None:
     runs.mkdir(parents=True, exist_ok=True)
     metarim = [sys.executable, "-m", "metarim.cli"]
     results = []
-    for level in a.levels:
-        for memory in a.memories:
-            out = runs / f"{level}-{memory}-s{a.seed}"
-            cmd = ["train", "--env", level, "--memory", memory, "--frames", str(a.frames),
-                   "--seed", str(a.seed), "--out", str(out), "--quiet"]
-            cmd += ["--resume"] if (out / "config.json").is_file() else []
-            t0 = time.time()
-            subprocess.run(metarim + cmd, check=True)
-            wall = time.time() - t0
-            ev = subprocess.run(metarim + ["eval", "--run", str(out), "--episodes", str(a.eval_episodes)],
-                                check=True, capture_output=True, text=True)
-            frames, success, returns = _curve(out)
-            hit = next((f for f, s in zip(frames, success) if s >= a.threshold), None)
-            results.append({
-                "level": level, "memory": memory, "seed": a.seed,
-                "command": "metarim " + shlex.join([c for c in cmd if c != "--resume"]),
-                "frames": frames[-1], "frames_to_threshold": hit, "threshold": a.threshold,
-                "final_train_success": success[-1], "final_train_return": returns[-1],
-                "eval": json.loads(ev.stdout), "wall_s": wall,
-                "curve": {"frames": frames, "success_rate": success, "return_mean": returns},
-            })
-            print(json.dumps({k: v for k, v in results[-1].items() if k != "curve"}), flush=True)
+    for level, memory, seed in ((lv, m, s) for lv in a.levels for m in a.memories for s in a.seeds):
+        # finished runs are resumed (nothing to do) and only re-evaluated
+        out = runs / f"{level}-{memory}-s{seed}"
+        cmd = ["train", "--env", level, "--memory", memory, "--frames", str(a.frames),
+               "--seed", str(seed), "--out", str(out), "--quiet"]
+        done_before = (out / "bench.json").is_file()
+        cmd += ["--resume"] if (out / "config.json").is_file() else []
+        t0 = time.time()
+        subprocess.run(metarim + cmd, check=True)
+        if not done_before:
+            (out / "bench.json").write_text(json.dumps({"wall_s": time.time() - t0}))
+        wall = json.loads((out / "bench.json").read_text())["wall_s"]
+        ev = subprocess.run(metarim + ["eval", "--run", str(out), "--episodes", str(a.eval_episodes)],
+                            check=True, capture_output=True, text=True)
+        frames, success, returns = _curve(out)
+        hit = next((f for f, s in zip(frames, success) if s >= a.threshold), None)
+        results.append({
+            "level": level, "memory": memory, "seed": seed,
+            "command": "metarim " + shlex.join([c for c in cmd if c != "--resume"]),
+            "frames": frames[-1], "frames_to_threshold": hit, "threshold": a.threshold,
+            "final_train_success": success[-1], "final_train_return": returns[-1],
+            "eval": json.loads(ev.stdout), "wall_s": wall,
+            "curve": {"frames": frames, "success_rate": success, "return_mean": returns},
+        })
+        print(json.dumps({k: v for k, v in results[-1].items() if k != "curve"}), flush=True)
     (docs / "learning.json").write_text(json.dumps(results, indent=1))
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     fig, axes = plt.subplots(1, len(a.levels), figsize=(5 * len(a.levels), 3.6), squeeze=False)
     for ax, level in zip(axes[0], a.levels):
-        for r in (r for r in results if r["level"] == level):
-            ax.plot(r["curve"]["frames"], r["curve"]["success_rate"], label=f"PPO + {r['memory'].upper()}")
+        for i, memory in enumerate(a.memories):
+            for j, r in enumerate(r for r in results if r["level"] == level and r["memory"] == memory):
+                ax.plot(r["curve"]["frames"], r["curve"]["success_rate"], color=f"C{i}", lw=1.2,
+                        label=f"PPO + {memory.upper()}" if j == 0 else None)
         ax.axhline(a.threshold, color="grey", lw=0.8, ls="--")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:.0f}k"))
         ax.set(title=level, xlabel="frames", ylabel="success rate (last 100 episodes)", ylim=(0, 1.02))
         ax.legend(loc="lower right")
     fig.tight_layout()
