@@ -146,13 +146,14 @@ def observe(state: GoToState, tables: Tables) -> Tensor:
     idx = state.pos.unsqueeze(1) + tables.view[state.dir]
     cells = state.grid.gather(1, idx).long()  # (B, 49), index vx * 7 + vy
     clear = ~tables.opaque[cells].view(b, n, n)  # [b, vx, vy]
-    rows = (clear.long() * tables.bits.view(1, n, 1)).sum(1)  # (B, 7) bits over vx, per vy
-    masks = torch.empty_like(rows)
-    m = torch.full((b,), 1 << (n // 2), dtype=torch.int64, device=rows.device)
+    keys = (clear.long() * (tables.bits << n).view(1, n, 1)).sum(1).unbind(1)  # per vy: bits over vx, << 7
+    m = torch.full((b,), 1 << (n // 2), dtype=torch.int64, device=clear.device)
+    outs = []
     for vy in reversed(range(n)):
-        out = tables.visibility[m | (rows[:, vy] << n)]
-        masks[:, vy] = out & ((1 << n) - 1)
+        out = tables.visibility[m | keys[vy]]
+        outs.append(out)
         m = out >> n
+    masks = torch.stack(outs[::-1], 1)  # (B, 7): bits 0-6 are row vy's final mask
     visible = (masks.unsqueeze(1) & tables.bits.view(1, n, 1)) != 0  # [b, vx, vy]
     cells = cells.view(b, n, n)
     cells[:, n // 2, n - 1] = state.carrying.long()
