@@ -7,7 +7,9 @@ all of them with tensor ops, and autoresets in the same step (the observation re
 with ``terminated | truncated`` is the first of the next episode), so it is a drop-in
 for ``make_vec_env(...)``: same observation dict (``image`` uint8 ``(B, 7, 7, 3)``,
 ``direction`` int64 ``(B,)``, ``mission`` int64 ``(B, L)`` word ids), same rewards
-(float64), flags and episodes, bit for bit.
+(float64), flags and episodes, bit for bit. ``info`` is always ``{}``: no
+``final_obs`` (nothing in the RL engine reads it), no ``episode_seed`` (see
+:meth:`TensorGoToVecEnv.get_env_state`).
 
 Layouts are made off the hot path: the episode streams run in ``workers`` background
 processes that keep ``prefetch`` layouts ready per env (:mod:`metarim.envs.prefetch`);
@@ -176,6 +178,7 @@ class TensorGoToVecEnv:
         """Starts a new episode in every env; ``seed`` reseeds as gymnasium's vector envs do.
 
         An int ``seed`` reseeds env ``b`` with ``seed + b``, a list gives one seed per env.
+        ``options`` is accepted for gymnasium compatibility and ignored.
         """
         if seed is not None:
             seeds = [seed + b for b in range(self.num_envs)] if isinstance(seed, int) else list(seed)
