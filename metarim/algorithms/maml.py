@@ -73,7 +73,8 @@ class TaskCollectors:
         if task not in self.collectors:
             c = self.config
             seed = c.seed + 7919 * (len(self.collectors) + 1)
-            envs = make_vec_env(task, c.num_envs, seed=seed, vocab=self.learner.vocab)
+            envs = make_vec_env(task, c.num_envs, seed=seed, vocab=self.learner.vocab,
+                                backend=c.env_backend)
             self.collectors[task] = RolloutCollector(envs, self.learner.policy, c.num_steps)
         return self.collectors[task]
 
