@@ -9,8 +9,10 @@ with ``num_steps=64``, ``chunk_length=32``):
 * ``carry`` — the default (fast weights carried forward after each update);
 * ``reset`` — fast weights reset to the meta-learned initial values;
 * ``no-inner`` — ``inner_lr=0``: the same data layout, losses and optimiser steps with
-  no fast adaptation, i.e. PPO on whole chunks (what the meta-learning adds);
-* ``first-order`` — first-order meta-gradient.
+  no fast adaptation (what the inner step adds; the outer loss still sees chunks 1..C-1);
+* ``first-order`` — first-order meta-gradient;
+* ``outer-all`` — ``outer_chunks="all"``: the outer loss also includes chunk 0 under the
+  unadapted weights, so no collected frame is left out of the slow weights' loss.
 
 Prints one line per run (final success = mean of the last 5 updates' 100-episode
 training success) and writes the curves as JSON; ``docs/meta_learners.md`` and
@@ -31,6 +33,7 @@ VARIANTS = {
     "reset": {"fast_weights": "reset"},
     "no-inner": {"inner_lr": 0.0},
     "first-order": {"first_order": True},
+    "outer-all": {"outer_chunks": "all"},
 }
 
 

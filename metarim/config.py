@@ -105,6 +105,8 @@ class TrainConfig:
     """``seeds`` sampler: number of disjoint seed ranges of ``env``."""
     held_out: float = 0.2
     """Fraction of tasks held out for fast-adaptation evaluation."""
+    outer_chunks: str = "adapted"
+    """Meta-RIM outer loss over ``adapted`` chunks (1..C-1, the MAML split) or ``all`` (0..C-1)."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -157,6 +159,8 @@ class TrainConfig:
             raise ValueError(f"held_out={self.held_out} must be in (0, 1)")
         if self.fast_weights not in ("reset", "carry"):
             raise ValueError(f"fast_weights={self.fast_weights!r} must be 'reset' or 'carry'")
+        if self.outer_chunks not in ("adapted", "all"):
+            raise ValueError(f"outer_chunks={self.outer_chunks!r} must be 'adapted' or 'all'")
         if self.task_sampler not in ("seeds", "missions"):
             raise ValueError(f"task_sampler={self.task_sampler!r} must be 'seeds' or 'missions'")
         if self.algo == "metarim":

@@ -17,13 +17,18 @@ per-module recurrent weights of the RIM mechanisms), :math:`\phi` the slow ones,
 
     (\theta, \phi) \gets \mathrm{Adam}\big(\nabla_{\theta, \phi} \mathcal{L}_{outer}\big),
 
-where :math:`L_i` is the clipped PPO surrogate of chunk :math:`i` (with value and
+(``outer_chunks="all"`` also adds :math:`L_0(\theta_0, \phi)`, so the outer loss sees every
+chunk: each chunk's loss under the weights adapted on the chunks before it), where
+:math:`L_i` is the clipped PPO surrogate of chunk :math:`i` (with value and
 entropy terms, see :func:`~metarim.algorithms.meta_common.rollout_a2c_loss` with
 ``kind="ppo"``), chunk :math:`i` is *collected* by :math:`(\theta_i, \phi)`, and the
 gradient flows through every inner step (second order; ``first_order=True`` treats each
-:math:`\nabla_{\theta_i} L_i` as a constant). The chunks are collected once and the
-outer step is taken ``epochs`` times on them, each time re-running the whole inner chain
-from the current :math:`(\theta, \phi)`; in the first epoch the ratio to the collecting
+:math:`\nabla_{\theta_i} L_i` as a constant). The chunks are collected once (a
+first-order pass with A2C inner steps, so that chunk :math:`i` is collected by the
+online-adapted :math:`\theta_i`); then ``epochs`` passes split the env columns into
+minibatches of ``batch_size // num_steps`` columns and take one Adam step per minibatch,
+each time re-running the inner chain on those columns from the current
+:math:`(\theta, \phi)`; in the first epoch the ratio to the collecting
 policy is exactly 1, so :math:`L_i` there has the A2C policy gradient, and the clipping
 only matters in later epochs, where it keeps the re-used data trustworthy (PPO's reason
 for clipping). The memory is detached at chunk boundaries
@@ -33,9 +38,9 @@ weights, not the activations.
 
 After the outer step the fast weights are either
 
-* ``fast_weights="carry"`` (default): moved by the inner progress of this update,
-  :math:`\theta \gets \theta^{Adam} + (\theta_C - \theta_0)`, where :math:`\theta_C` also
-  includes a (first-order) step on the last chunk, so adaptation continues across
+* ``fast_weights="carry"`` (default): moved by the inner progress of this update's
+  collection pass, :math:`\theta \gets \theta^{Adam} + (\theta_C - \theta_0)`, where
+  :math:`\theta_C` also includes a step on the last chunk, so adaptation continues across
   updates; or
 * ``"reset"``: left at the meta-learned initial values :math:`\theta` (MAML style), so
   every update adapts from the same starting point.
@@ -175,7 +180,7 @@ class MetaRIM(Learner):
             loss, _, masks = rollout_a2c_loss(learner, chunk, c, reset_memory=c.reset_memory, kind="ppo")
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite loss ({loss.item()}) at update {self.updates}")
-            if i > 0:
+            if i > 0 or c.outer_chunks == "all":
                 outer.append(loss)
             if i < len(chunks) - 1:
                 inner.append(loss.item())
