@@ -126,12 +126,14 @@ class PrefetchSource:
         self.workers = min(workers, n)
         self.conns: list[tuple[int, int]] = []  # (read fd, write fd) per worker
         self.procs: list[subprocess.Popen] = []
+        # The worker imports metarim the way this process did (same sys.path).
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         for w in range(self.workers):
             r_child, w_parent = os.pipe()
             r_parent, w_child = os.pipe()
             proc = subprocess.Popen(
                 [sys.executable, "-m", "metarim.envs.prefetch", str(r_child), str(w_child)],
-                pass_fds=(r_child, w_child), stdin=subprocess.DEVNULL,
+                pass_fds=(r_child, w_child), stdin=subprocess.DEVNULL, env=env,
             )
             os.close(r_child)
             os.close(w_child)
