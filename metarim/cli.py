@@ -1,4 +1,4 @@
-"""The ``metarim`` command line: ``train``, ``eval`` and ``render``.
+"""The ``metarim`` command line: ``train``, ``eval``, ``render``, ``sweep`` and ``sweep-report``.
 
 Every :class:`~metarim.config.TrainConfig` field is a ``train`` flag (``num_envs`` →
 ``--num-envs``); ``--config FILE`` reads a JSON object of the same keys and explicit
@@ -82,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
         else:
             e.add_argument("--out", required=True, help="GIF file to write")
             e.add_argument("--fps", type=int, default=6)
+    from metarim.sweep_cli import add_sweep_parsers
+
+    add_sweep_parsers(sub)
     return p
 
 
@@ -194,6 +197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         if args.command == "train":
             trainer = _cmd_train(args)
+        elif args.command in ("sweep", "sweep-report"):
+            from metarim.sweep_cli import sweep_command
+
+            code = sweep_command(args)
         else:
             code = _cmd_eval_or_render(args)
     except (UsageError, ValueError) as e:

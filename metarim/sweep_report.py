@@ -1,0 +1,132 @@
+"""``metarim sweep-report DIR``: run folders → ``summary.md``, ``summary.json``, ``curves.png``.
+
+The same tables and figures as ``examples/gotolocal_meta.py``
+(:mod:`metarim.report`, :mod:`metarim.plotting`), one row and one curve per group (a
+learner at one level and grid point, over its seeds). Per run, from ``metrics.csv``:
+
+* the success curve: ``success_rate`` against ``frames``, counted once ``window``
+  training episodes have been seen (the rate is over the last 100 episodes);
+* ``frames_to_<threshold>``: the first frame count at which it reaches ``threshold``;
+* ``final_success`` / ``final_return``: mean over the last tenth of the curve.
+
+A run folder may also hold ``measurements.json``, ``{metric: number}`` (e.g. fast
+adaptation results written by an evaluation script); each metric becomes a column.
+Cells: mean over seeds [95 % bootstrap CI], Welch p against the reference group.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import pathlib
+import re
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["curve_metrics", "read_runs", "sweep_report"]
+
+
+def curve_metrics(frames: Sequence[float], success: Sequence[float], returns: Sequence[float],
+                  episodes: Sequence[float], *, window: int = 100, threshold: float = 0.8) -> dict[str, Any]:
+    """Curves and scalar metrics of one run (values before ``window`` episodes are NaN).
+
+    Example:
+        >>> m = curve_metrics([10, 20, 30], [0.5, 0.9, 1.0], [0.1, 0.2, 0.3], [50, 60, 5])
+        >>> m["frames_to_0.8"], m["final_success"], m["success"][0]
+        (20, 1.0, nan)
+    """
+    from metarim.report import frames_to_threshold
+
+    seen, total = [], 0.0
+    for n in episodes:
+        total += n
+        seen.append(total)
+    s = [v if n >= window else math.nan for v, n in zip(success, seen)]
+    r = [v if n >= window else math.nan for v, n in zip(returns, seen)]
+
+    def tail(xs: list[float]) -> float | None:
+        vals = [v for v in xs[-max(1, len(xs) // 10):] if not math.isnan(v)]
+        return sum(vals) / len(vals) if vals else None
+
+    return {"frames": list(frames), "success": s, "returns": r,
+            f"frames_to_{threshold:g}": frames_to_threshold(frames, s, threshold),
+            "final_success": tail(s), "final_return": tail(r)}
+
+
+def read_runs(folder: str | pathlib.Path) -> list[dict[str, Any]]:
+    """Every run folder under ``folder/runs`` with a ``metrics.csv``: name, group, config, columns."""
+    folder = pathlib.Path(folder)
+    groups = {}
+    if (folder / "sweep.json").is_file():
+        groups = {r["name"]: r["group"] for r in json.loads((folder / "sweep.json").read_text())["runs"]}
+    runs = []
+    for run in sorted(p for p in (folder / "runs").glob("*") if (p / "metrics.csv").is_file()):
+        with open(run / "metrics.csv") as f:
+            rows = list(csv.DictReader(f))
+        if not rows:
+            continue
+        cols = {k: [float(r[k]) for r in rows] for k in ("frames", "success_rate", "return_mean", "episodes")}
+        config = json.loads((run / "config.json").read_text())["config"]
+        extra = json.loads((run / "measurements.json").read_text()) if (run / "measurements.json").is_file() else {}
+        group = groups.get(run.name, re.sub(r"-s\d+$", "", run.name))
+        runs.append({"name": run.name, "group": group, "config": config, "columns": cols, "measurements": extra,
+                     "complete": cols["frames"][-1] >= config["frames"]})
+    return runs
+
+
+def sweep_report(folder: str | pathlib.Path, *, window: int = 100, threshold: float = 0.8,
+                 reference: str | None = None) -> dict[str, Any]:
+    """Writes ``summary.md``, ``summary.json`` and ``curves.png`` into ``folder``; returns the summary.
+
+    Args:
+        folder: a sweep folder (``runs/<name>/`` below it).
+        window: episodes before a run's success rate counts.
+        threshold: success rate of ``frames_to_<threshold>``.
+        reference: group for the Welch tests (default: a group whose learner is
+            ``metarim``, else the first).
+
+    Raises:
+        ValueError: no run folder with metrics below ``folder/runs``.
+    """
+    from metarim.plotting import plot_curves
+    from metarim.report import summarize, summary_markdown
+
+    folder = pathlib.Path(folder)
+    runs = read_runs(folder)
+    if not runs:
+        raise ValueError(f"{folder} holds no run with metrics (expected {folder}/runs/<name>/metrics.csv)")
+    per: dict[str, dict[str, list[Any]]] = {}
+    curves: dict[str, list[tuple[list[float], list[float]]]] = {}
+    key = f"frames_to_{threshold:g}"
+    extra_cols: list[str] = []
+    for r in runs:
+        c = r["columns"]
+        m = curve_metrics(c["frames"], c["success_rate"], c["return_mean"], c["episodes"],
+                          window=window, threshold=threshold)
+        d = per.setdefault(r["group"], {})
+        for name in (key, "final_success", "final_return"):
+            d.setdefault(name, []).append(m[name])
+        for name, v in r["measurements"].items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                d.setdefault(name, []).append(float(v))
+                extra_cols += [name] if name not in extra_cols else []
+        curves.setdefault(r["group"], []).append((m["frames"], m["success"]))
+    if reference is None:
+        reference = next((g for g in per if g.split("-")[0] == "metarim"), next(iter(per)))
+    summary = summarize(per, reference=reference)
+    cols = [(key, f"frames to {threshold:g}"), ("final_success", "final success"), ("final_return", "final return")]
+    cols += [(n, n) for n in extra_cols]
+    levels = sorted({r["config"]["env"] for r in runs})
+    unfinished = sum(not r["complete"] for r in runs)
+    md = summary_markdown(summary, cols, title=f"Sweep {folder.name} ({', '.join(levels)})")
+    md += (f"\n{len(runs)} runs ({unfinished} unfinished) in {len(per)} groups; "
+           f"cells: mean over seeds [95 % bootstrap CI], p = Welch t-test against {reference}.\n"
+           f"Success is the training success rate over the last 100 episodes, counted once "
+           f"{window} episodes have been seen; final = mean over the last tenth of the curve.\n")
+    (folder / "summary.md").write_text(md)
+    data = {"reference": reference, "window": window, "threshold": threshold, "summary": summary,
+            "runs": [{k: v for k, v in r.items() if k != "columns"} for r in runs]}
+    (folder / "summary.json").write_text(json.dumps(data, indent=1, default=float))
+    plot_curves(curves, folder / "curves.png", title=f"{', '.join(levels)}", threshold=threshold)
+    return data
