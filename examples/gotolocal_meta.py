@@ -180,26 +180,16 @@ def aggregate(runs: list[dict[str, Any]], args: argparse.Namespace, out: pathlib
                 title=f"{args.train_level}, {args.frames:,} frames/run")
     plot_curves({n: returns[n] for n in order}, out / "returns.png", ylabel="return (last 100 episodes)",
                 title=f"{args.train_level}, {args.frames:,} frames/run", threshold=None)
+    # one seed per learner (the lowest): module identities are not aligned across seeds,
+    # so an average over seeds would blur exactly the specialisation the figure is for
     acts = {}
     for n in order:
-        rs = [r["activity"] for r in runs if r["learner"] == n and r["activity"]]
+        rs = sorted((r for r in runs if r["learner"] == n and r["activity"]), key=lambda r: r["seed"])
         if rs:
-            acts[n] = rs[0] if len(rs) == 1 else _mean_activity(rs)
+            acts[f"{n} (seed {rs[0]['seed']})"] = rs[0]["activity"]
     if acts:
         plot_modules(acts, out / "modules.png")
     return data
-
-
-def _mean_activity(acts: list[dict[str, Any]]) -> dict[str, Any]:
-    import numpy as np
-
-    out = {"num_units": acts[0]["num_units"]}
-    for key in ("by_color", "by_object"):
-        words = set.intersection(*(set(a[key]) for a in acts))
-        out[key] = {w: np.mean([a[key][w] for a in acts], 0).tolist() for w in sorted(words)}
-    out["by_step"] = np.mean([a["by_step"] for a in acts], 0).tolist()
-    out["steps"] = np.sum([a["steps"] for a in acts], 0).tolist()
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
