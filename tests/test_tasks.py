@@ -142,3 +142,21 @@ def test_vec_env_deterministic():
     assert not np.array_equal(a, run(2))
     with pytest.raises(ValueError, match="num_envs"):
         make_vec_env(Task(GOTO), 0, seed=0, vocab=Vocab())
+
+
+def test_async_vec_env_matches_sync():
+    a = make_vec_env(Task("BabyAI-GoToLocalS6N2-v0"), 2, seed=3, vocab=Vocab(), asynchronous=True)
+    s = make_vec_env(Task("BabyAI-GoToLocalS6N2-v0"), 2, seed=3, vocab=Vocab())
+    try:
+        oa, _ = a.reset()
+        os_, _ = s.reset()
+        for i in range(30):
+            act = np.array([i % 3, (i + 1) % 3])
+            oa, ra, *_ = a.step(act)
+            os_, rs, *_ = s.step(act)
+            np.testing.assert_array_equal(oa["image"], os_["image"])
+            np.testing.assert_array_equal(oa["mission"], os_["mission"])
+            np.testing.assert_array_equal(ra, rs)
+    finally:
+        a.close()
+        s.close()
