@@ -13,7 +13,7 @@ by an exclusive ``flock`` on ``DIR/.locks/<name>.lock``, held by the process tha
 writes the folder, so two sweeps on the same ``DIR`` never train the same run at once;
 the kernel drops the lock when its holder dies, so there are no stale locks.
 
-Backends: ``local`` starts one spawned process per run, at most ``max_parallel`` at a
+Backends: ``local`` starts one fresh process per run (forkserver), at most ``max_parallel`` at a
 time; a process that raises or dies (even by a signal) fails only its own run.
 ``ray``: see :mod:`metarim.sweep_ray`.
 
@@ -165,8 +165,13 @@ def _child(conn: Any, config: dict[str, Any], folder: str, lock: str) -> None:
 
 def _run_local(todo: Sequence[SweepRun], out: pathlib.Path, max_parallel: int,
                report: Callable[[SweepRun, Result], None]) -> bool:
-    """One spawned process per run; returns ``False`` if interrupted by Ctrl-C."""
-    ctx = mp.get_context("spawn")
+    """One fresh process per run; returns ``False`` if interrupted by Ctrl-C.
+
+    Processes are forked by a ``forkserver`` that has imported the training code once
+    (no torch threads run in it), so a run starts in milliseconds rather than seconds.
+    """
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["metarim.sweep", "metarim.train"])
     pending, running = list(todo), {}
     stopping = False
     while pending or running:
