@@ -4,7 +4,8 @@ A run folder holds ``config.json`` (config, seeds, library versions), ``vocab.js
 ``metrics.csv`` (one row per learner step, first column ``updates``) and
 ``checkpoints/ckpt-*.pt`` (the last two, written atomically). On ``--resume`` the latest
 complete checkpoint is loaded and ``metrics.csv`` is cut back to the rows it covers, so
-a run killed at any moment continues without missing or duplicated rows. ``SIGINT``
+a run killed at any moment continues without missing or duplicated rows (a run killed
+before its first checkpoint starts over). ``SIGINT``
 stops after the current step with a final checkpoint; a non-finite loss or gradient
 stops before the parameters change and leaves the last good checkpoint in place.
 """
@@ -65,10 +66,8 @@ class Trainer:
     ) -> None:
         self.config, self.out, self.progress = config, pathlib.Path(out), progress
         state = None
-        if resume:
-            ckpt = latest_checkpoint(self.out)
-            if ckpt is None:
-                raise ValueError(f"--resume: {self.out} has no complete checkpoint")
+        ckpt = latest_checkpoint(self.out) if resume else None
+        if ckpt is not None:
             state = load_checkpoint(ckpt)
         random.seed(config.seed)
         np.random.seed(config.seed % 2**32)
@@ -80,6 +79,9 @@ class Trainer:
             self.learner.load_state_dict(state)
             random.setstate(_tuple(state["py_rng"]))
             self._truncate_metrics(self.learner.updates)
+        elif resume:  # killed before its first checkpoint: start over in the same folder
+            print(f"metarim: {self.out} has no checkpoint yet; starting from the beginning", file=sys.stderr)
+            self._truncate_metrics(0)
         else:
             self.out.mkdir(parents=True, exist_ok=True)
             meta = {"config": config.to_dict(), "seeds": {"python": config.seed, "numpy": config.seed,

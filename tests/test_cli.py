@@ -192,3 +192,29 @@ def test_tensorboard_extra_missing_is_one_line(tmp_path, capsys):
     else:  # pragma: no cover - depends on the optional extra
         _train(tmp_path / "o", "--tensorboard", "--frames", "128")
         assert list((tmp_path / "o").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.slow
+def test_sigkill_at_several_points_then_resume_matches_clean_run(tmp_path):
+    import signal
+    import time
+
+    frames = ["--frames", "1536", "--checkpoint-every", "2"]  # 12 updates of 128 frames
+    _train(tmp_path / "clean", *frames)
+    out = tmp_path / "killed"
+    base = [sys.executable, "-m", "metarim.cli", "train", "--out", str(out), *SMALL, *frames]
+    for rows_before_kill, extra_sleep in [(2, 0.0), (5, 0.05), (8, 0.13)]:
+        cmd = base + (["--resume"] if (out / "config.json").is_file() else [])
+        proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while True:
+            n = len((out / "metrics.csv").read_text().splitlines()) - 1 if (out / "metrics.csv").is_file() else 0
+            if n >= rows_before_kill or proc.poll() is not None:
+                break
+            assert time.time() < deadline
+            time.sleep(0.01)
+        time.sleep(extra_sleep)  # land inside a collection or an update
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert main(["train", "--out", str(out), "--resume", "--quiet"]) == 0
+    assert _rows(out / "metrics.csv") == _rows(tmp_path / "clean" / "metrics.csv")
