@@ -12,7 +12,10 @@ with ``num_steps=64``, ``chunk_length=32``):
   no fast adaptation (what the inner step adds; the outer loss still sees chunks 1..C-1);
 * ``first-order`` — first-order meta-gradient;
 * ``outer-all`` — ``outer_chunks="all"``: the outer loss also includes chunk 0 under the
-  unadapted weights, so no collected frame is left out of the slow weights' loss.
+  unadapted weights, so no collected frame is left out of the slow weights' loss;
+* ``inner-lr-10`` — ``inner_lr=10``: with the default 0.1 the masked inner step moves the
+  module weights by ~1e-4 of their norm and the action probabilities by ~1e-4, i.e. it
+  does nothing; this variant makes the fast step matter.
 
 Prints one line per run (final success = mean of the last 5 updates' 100-episode
 training success) and writes the curves as JSON; ``docs/meta_learners.md`` and
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pathlib
 import time
 
 import numpy as np
@@ -34,6 +38,7 @@ VARIANTS = {
     "no-inner": {"inner_lr": 0.0},
     "first-order": {"first_order": True},
     "outer-all": {"outer_chunks": "all"},
+    "inner-lr-10": {"inner_lr": 10.0},
 }
 
 
@@ -47,9 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--level", default="BabyAI-GoToLocalS6N2-v0")
     p.add_argument("--out", default="results/metarim_ablation.json")
+    p.add_argument("--append", action="store_true", help="keep the runs already in --out")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     results = []
+    if args.append and pathlib.Path(args.out).is_file():
+        results = json.loads(pathlib.Path(args.out).read_text())
     for name in args.variants:
         for seed in args.seeds:
             cfg = TrainConfig(algo="metarim", memory="rim", env=args.level, num_steps=64, chunk_length=32,
