@@ -16,33 +16,53 @@ from typing import Any
 from metarim._version import __version__
 from metarim.rim import RIM, GroupGRUCell, GroupLinear, GroupLSTMCell, RIMCell
 
-# Public names provided by submodules that are imported on first access.
+# Public names provided by submodules that are imported on first access (they pull in
+# learn2learn, minigrid, ...): name -> module.
 _LAZY = {
-    # filled in by the modules that need heavy imports (learn2learn, minigrid, ...)
+    "A2C": "metarim.algorithms.ppo",
     "MAML": "metarim.algorithms.maml",
     "MaskedLearner": "metarim.backends",
-    "MetaRIM": "metarim.algorithms.meta_rim",
-    "Reptile": "metarim.algorithms.reptile",
-    "fast_adaptation": "metarim.adaptation_eval",
-    "module_activity": "metarim.adaptation_eval",
-    "zero_shot": "metarim.adaptation_eval",
     "MaskedMAML": "metarim.adapt",
+    "MetaRIM": "metarim.algorithms.meta_rim",
+    "PPO": "metarim.algorithms.ppo",
     "ParamPartition": "metarim.params",
+    "Reptile": "metarim.algorithms.reptile",
+    "Task": "metarim.tasks.task",
+    "TrainConfig": "metarim.config",
+    "fast_adaptation": "metarim.adaptation_eval",
+    "make_learner": "metarim.algorithms.base",
+    "make_vec_env": "metarim.tasks.envs",
+    "module_activity": "metarim.adaptation_eval",
     "partition_parameters": "metarim.params",
     "reduce_activity": "metarim.params",
+    "zero_shot": "metarim.adaptation_eval",
 }
 
-__all__ = sorted(
-    [
-        "GroupGRUCell",
-        "GroupLSTMCell",
-        "GroupLinear",
-        "RIM",
-        "RIMCell",
-        "__version__",
-        *_LAZY,
-    ]
-)
+__all__ = [
+    "A2C",
+    "GroupGRUCell",
+    "GroupLSTMCell",
+    "GroupLinear",
+    "MAML",
+    "MaskedLearner",
+    "MaskedMAML",
+    "MetaRIM",
+    "PPO",
+    "ParamPartition",
+    "RIM",
+    "RIMCell",
+    "Reptile",
+    "Task",
+    "TrainConfig",
+    "__version__",
+    "fast_adaptation",
+    "make_learner",
+    "make_vec_env",
+    "module_activity",
+    "partition_parameters",
+    "reduce_activity",
+    "zero_shot",
+]
 
 
 def __getattr__(name: str) -> Any:
