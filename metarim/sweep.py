@@ -174,7 +174,7 @@ def _run_local(todo: Sequence[SweepRun], out: pathlib.Path, max_parallel: int,
     ctx.set_forkserver_preload(["metarim.sweep", "metarim.train"])
     pending, running = list(todo), {}
     stopping = False
-    while pending or running:
+    while running or (pending and not stopping):
         try:
             while pending and not stopping and len(running) < max_parallel:
                 run = pending.pop(0)

@@ -190,3 +190,25 @@ def test_ray_sweep_matches_sequential(tmp_path: pathlib.Path, sequential: pathli
     for run in runs:
         assert_same_run(tmp_path / "runs" / run.name, sequential / run.name)
     assert not [p for p in (tmp_path / "runs").iterdir() if p.name.startswith(".")]  # no leftovers
+
+
+def test_ctrl_c_checkpoints_running_runs_and_starts_no_new_one(tmp_path: pathlib.Path) -> None:
+    runs = expand_sweep(load_sweep(TINY))
+    folders = [tmp_path / "runs" / r.name for r in runs]
+    proc = subprocess.Popen([sys.executable, "-m", "metarim.cli", "sweep", "--config", str(TINY), "--out",
+                             str(tmp_path), "--max-parallel", "2"], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:  # Ctrl-C reaches the whole process group, as from a terminal
+        _wait(lambda: all(list_checkpoints(f) for f in folders[:2]), proc)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=120) == 130
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    status = json.loads((tmp_path / "sweep-status.json").read_text())
+    assert not status["finished"]
+    assert [status["results"][r.name]["status"] for r in runs[2:]] == ["not started"] * 2
+    assert not folders[2].exists() and not folders[3].exists()
+    for run, folder in zip(runs[:2], folders):  # stopped with a final checkpoint, or had just finished
+        assert status["results"][run.name]["status"] in ("interrupted", "done")
+        assert run_state(folder, run.config) in ("partial", "done")
