@@ -33,7 +33,8 @@ def curve_metrics(frames: Sequence[float], success: Sequence[float], returns: Se
 
     Example:
         >>> m = curve_metrics([10, 20, 30], [0.5, 0.9, 1.0], [0.1, 0.2, 0.3], [50, 60, 5])
-        >>> m["frames_to_0.8"], m["final_success"], m["success"][0]
+        >>> s = m["success"]
+        >>> m["frames_to_0.8"], m["final_success"], s[0]
         (20, 1.0, nan)
     """
     from metarim.report import frames_to_threshold
