@@ -36,12 +36,15 @@ from typing import Any
 LEARNERS: dict[str, dict[str, Any]] = {
     # name: TrainConfig overrides (the budget and seed are added per run)
     "metarim": {"algo": "metarim", "memory": "rim", "num_steps": 64, "chunk_length": 32},
+    # not in the default list: Meta-RIM with an inner step large enough to matter
+    "metarim-lr10": {"algo": "metarim", "memory": "rim", "num_steps": 64, "chunk_length": 32, "inner_lr": 10.0},
     "maml": {"algo": "maml", "memory": "rim", "num_envs": 8, "num_steps": 32, "meta_batch": 4},
     "reptile": {"algo": "reptile", "memory": "rim", "num_envs": 8, "num_steps": 32, "meta_batch": 4,
                 "inner_steps": 3},
     "rim": {"algo": "ppo", "memory": "rim", "num_steps": 64},
     "lstm": {"algo": "ppo", "memory": "lstm", "num_steps": 64},
 }
+DEFAULT_LEARNERS = ["metarim", "maml", "reptile", "rim", "lstm"]
 QUICK: dict[str, Any] = {"num_envs": 8, "num_steps": 32, "chunk_length": 16, "batch_size": 64, "meta_batch": 2,
                          "hidden_size": 64}
 ADAPT_STEPS = (0, 1, 2, 5)
@@ -52,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny budget, 1 seed, few episodes (< 3 min)")
     p.add_argument("--frames", type=int, default=150_000, help="frames per run")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--learners", nargs="+", default=list(LEARNERS), choices=list(LEARNERS))
+    p.add_argument("--learners", nargs="+", default=DEFAULT_LEARNERS, choices=list(LEARNERS))
     p.add_argument("--train-level", default="BabyAI-GoToLocalS6N2-v0")
     p.add_argument("--zero-shot", nargs="+", default=["BabyAI-GoToLocalS8N7-v0", "BabyAI-GoToLocal-v0"])
     p.add_argument("--episodes", type=int, default=100, help="evaluation episodes per measurement")
