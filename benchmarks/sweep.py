@@ -4,6 +4,8 @@ The same 4 runs (PPO with LSTM and RIM memory × 2 seeds on ``MiniGrid-DoorKey-5
 are trained
 
 * ``sequential``: one ``metarim train --config`` process after the other (by hand);
+* ``by_hand_p2``: two ``metarim train`` processes at a time, started by hand: the best a
+  2-way split can do on the machine as loaded now (the control for ``sweep_p2``);
 * ``sweep_p1``: ``metarim sweep --max-parallel 1`` (the sweep's own overhead);
 * ``sweep_p2``: ``metarim sweep --max-parallel 2`` (both cores);
 * ``ray_p2``: ``metarim sweep --backend ray --max-parallel 2`` (when Ray is installed;
@@ -30,7 +32,7 @@ import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-MODES = ("sequential", "sweep_p1", "sweep_p2", "ray_p2")
+MODES = ("sequential", "by_hand_p2", "sweep_p1", "sweep_p2", "ray_p2")
 
 
 def spec(frames: int) -> dict:
@@ -41,9 +43,12 @@ def spec(frames: int) -> dict:
             "seeds": [0, 1]}
 
 
-def _metarim(*args: str) -> None:
+def _metarim(*args: str, wait: bool = True) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "metarim.cli", *args]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if wait and proc.wait():
+        raise SystemExit(f"failed: {' '.join(cmd)}")
+    return proc
 
 
 def main() -> None:
@@ -65,11 +70,17 @@ def main() -> None:
                 continue
             out = work / mode
             t0 = time.perf_counter()
-            if mode == "sequential":
-                for run in runs:
-                    cfg = work / f"{run.name}.json"
-                    cfg.write_text(json.dumps(run.config))
-                    _metarim("train", "--config", str(cfg), "--out", str(out / run.name), "--quiet")
+            if mode in ("sequential", "by_hand_p2"):
+                step = 2 if mode == "by_hand_p2" else 1
+                for i in range(0, len(runs), step):
+                    procs = []
+                    for run in runs[i:i + step]:
+                        cfg = work / f"{run.name}.json"
+                        cfg.write_text(json.dumps(run.config))
+                        procs.append(_metarim("train", "--config", str(cfg), "--out", str(out / run.name),
+                                              "--quiet", wait=False))
+                    if any(proc.wait() for proc in procs):
+                        raise SystemExit(f"{mode}: a metarim train failed")
             else:
                 backend = ["--backend", "ray"] if mode == "ray_p2" else []
                 _metarim("sweep", "--config", str(sweep_file), "--out", str(out), "--max-parallel", mode[-1], *backend)
