@@ -208,6 +208,9 @@ def run_sweep(runs: Sequence[SweepRun], out: str | os.PathLike[str], *, backend:
               log: Callable[[str], None] | None = None) -> dict[str, Result]:
     """Runs every unfinished run of a sweep; returns ``{name: result}`` (see :func:`train_run`).
 
+    As with any ``multiprocessing`` code, a script that calls this must do so under
+    ``if __name__ == "__main__":`` (the local backend's processes import ``__main__``).
+
     Args:
         runs: from :func:`metarim.sweep_spec.expand_sweep`.
         out: the sweep folder ``DIR``.

@@ -75,6 +75,16 @@ def test_expand_sweep_precedence_and_names() -> None:
     assert len({r.name for r in runs}) == len(runs)
 
 
+def test_yaml_sweep_file_reads_like_json(tmp_path: pathlib.Path) -> None:
+    pytest.importorskip("yaml", reason="PyYAML is not installed (YAML sweep files need it)")
+    path = tmp_path / "s.yaml"
+    path.write_text("learners:\n  lstm: {memory: lstm}\nseeds: [0, 1]\nbase:\n  frames: 4096\n")
+    assert load_sweep(path) == {"learners": {"lstm": {"memory": "lstm"}}, "seeds": [0, 1], "base": {"frames": 4096}}
+    (tmp_path / "bad.yml").write_text("learners: [")
+    with pytest.raises(ValueError, match="is not valid YAML"):
+        load_sweep(tmp_path / "bad.yml")
+
+
 @pytest.mark.parametrize("spec, message", [
     ({"seeds": [0]}, "'learners' must be"),
     ({"learners": {"a": {}}, "seeds": []}, "'seeds' must be"),
