@@ -15,7 +15,10 @@ with ``num_steps=64``, ``chunk_length=32``):
   unadapted weights, so no collected frame is left out of the slow weights' loss;
 * ``inner-lr-10`` — ``inner_lr=10``: with the default 0.1 the masked inner step moves the
   module weights by ~1e-4 of their norm and the action probabilities by ~1e-4, i.e. it
-  does nothing; this variant makes the fast step matter.
+  does nothing; this variant makes the fast step matter;
+* ``ppo-like`` — no inner step, outer loss on every chunk, 4-step chunks: PPO's
+  backprop window inside Meta-RIM's pipeline (whole-column minibatches), to locate the
+  gap between Meta-RIM and PPO+RIM.
 
 Prints one line per run (final success = mean of the last 5 updates' 100-episode
 training success) and writes the curves as JSON; ``docs/meta_learners.md`` and
@@ -39,6 +42,7 @@ VARIANTS = {
     "first-order": {"first_order": True},
     "outer-all": {"outer_chunks": "all"},
     "inner-lr-10": {"inner_lr": 10.0},
+    "ppo-like": {"inner_lr": 0.0, "outer_chunks": "all", "chunk_length": 4},
 }
 
 
@@ -60,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         results = json.loads(pathlib.Path(args.out).read_text())
     for name in args.variants:
         for seed in args.seeds:
-            cfg = TrainConfig(algo="metarim", memory="rim", env=args.level, num_steps=64, chunk_length=32,
-                              frames=args.frames, seed=seed, **VARIANTS[name])
+            over = {"num_steps": 64, "chunk_length": 32, **VARIANTS[name]}
+            cfg = TrainConfig(algo="metarim", memory="rim", env=args.level, frames=args.frames, seed=seed, **over)
             torch.manual_seed(seed)
             learner, t0, curve = make_learner(cfg), time.time(), []
             while learner.frames < cfg.frames:
