@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -195,8 +196,13 @@ def test_local_sweep_killed_and_rerun_matches_sequential(tmp_path: pathlib.Path,
 def test_ray_sweep_matches_sequential(tmp_path: pathlib.Path, sequential: pathlib.Path) -> None:
     pytest.importorskip("ray", reason="Ray is not installed (optional extra: pip install 'metarim[ray]')")
     runs = expand_sweep(load_sweep(TINY))
+    # run 0 finished earlier; run 1 killed after its first checkpoint: its folder goes to the worker
+    shutil.copytree(sequential / runs[0].name, tmp_path / "runs" / runs[0].name)
+    partial = shutil.copytree(sequential / runs[1].name, tmp_path / "runs" / runs[1].name)
+    list_checkpoints(partial)[-1].unlink()
+    assert run_state(partial, runs[1].config) == "partial"
     results = run_sweep(runs, tmp_path, backend="ray", max_parallel=2, log=lambda s: None)
-    assert {r["status"] for r in results.values()} == {"done"}
+    assert [results[r.name]["status"] for r in runs] == ["skipped", "done", "done", "done"]
     for run in runs:
         assert_same_run(tmp_path / "runs" / run.name, sequential / run.name)
     assert not [p for p in (tmp_path / "runs").iterdir() if p.name.startswith(".")]  # no leftovers
