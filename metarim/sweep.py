@@ -188,8 +188,11 @@ def _run_local(todo: Sequence[SweepRun], out: pathlib.Path, max_parallel: int,
             for sentinel in mp.connection.wait(list(running)):
                 p, recv, run = running.pop(sentinel)
                 p.join()
-                res = recv.recv() if recv.poll() else {
-                    "status": "failed", "error": f"worker process died (exit code {p.exitcode})", "seconds": None}
+                try:
+                    res = recv.recv()
+                except (EOFError, OSError):  # it died before it could answer
+                    res = {"status": "failed", "error": f"worker process died (exit code {p.exitcode})",
+                           "seconds": None}
                 recv.close()
                 report(run, res)
         except KeyboardInterrupt:

@@ -228,3 +228,23 @@ def test_ctrl_c_checkpoints_running_runs_and_starts_no_new_one(tmp_path: pathlib
     for run, folder in zip(runs[:2], folders):  # stopped with a final checkpoint, or had just finished
         assert status["results"][run.name]["status"] in ("interrupted", "done")
         assert run_state(folder, run.config) in ("partial", "done")
+
+
+def test_worker_killed_by_a_signal_fails_only_its_run(tmp_path: pathlib.Path) -> None:
+    import threading
+
+    runs = expand_sweep({**load_sweep(TINY), "seeds": [0]})
+    lock = tmp_path / ".locks" / f"{runs[0].name}.lock"
+    results: dict = {}
+    sweep = threading.Thread(target=lambda: results.update(run_sweep(runs, tmp_path, max_parallel=2,
+                                                                     log=lambda s: None)))
+    sweep.start()
+    deadline = time.monotonic() + 120
+    while not (lock.is_file() and lock.read_text().endswith("\n")):  # the lock holder writes its pid
+        assert time.monotonic() < deadline and sweep.is_alive()
+        time.sleep(0.05)
+    os.kill(int(lock.read_text().split()[1]), signal.SIGKILL)
+    sweep.join(timeout=120)
+    assert results[runs[0].name]["status"] == "failed"
+    assert results[runs[0].name]["error"] == "worker process died (exit code -9)"
+    assert results[runs[1].name]["status"] == "done"
