@@ -2,7 +2,8 @@
 
     python benchmarks/run_all.py [--out FILE]
 
-Each script prints one JSON object (or one per line). A script that fails is reported
+Each script prints one JSON object (or one per line); ``learn.py`` (training runs of
+tens of minutes) is skipped. A script that fails is reported
 with its exit code and the last line of its stderr, and does not stop the others.
 """
 
@@ -16,6 +17,8 @@ import sys
 import time
 
 HERE = pathlib.Path(__file__).resolve().parent
+# Not speed benchmarks but training runs of tens of minutes: run them by themselves.
+SKIP = {"learn.py": "PPO learning curves, about 25 minutes"}
 
 
 def main() -> int:
@@ -25,6 +28,9 @@ def main() -> int:
     results, failed = [], 0
     for script in sorted(HERE.glob("*.py")):
         if script.name == pathlib.Path(__file__).name or script.name.startswith("_"):
+            continue
+        if script.name in SKIP:
+            print(f"{script.name}: skipped ({SKIP[script.name]})", file=sys.stderr)
             continue
         start = time.perf_counter()
         proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
