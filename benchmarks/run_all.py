@@ -44,7 +44,11 @@ def main() -> int:
         for line in proc.stdout.splitlines():
             line = line.strip()
             if line.startswith("{"):
-                results.append({"script": script.name, "wall_s": elapsed, **json.loads(line)})
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a log line that happens to start with "{"
+                results.append({"script": script.name, "wall_s": elapsed, **record})
         print(f"{script.name}: {elapsed} s", file=sys.stderr)
     text = json.dumps(results, indent=1)
     print(text)
