@@ -14,8 +14,10 @@ seed; then each is measured the same way:
 Outputs in ``--out`` (default ``results/gotolocal/``): ``curves.png`` (success) and
 ``returns.png`` against frames, ``summary.json``,
 ``summary.md`` (mean with 95 % bootstrap CI over seeds, Welch p-value against
-Meta-RIM), ``modules.png`` and ``runs/<learner>-s<seed>.json``; a run whose JSON exists
-is not repeated, so an interrupted invocation resumes where it stopped.
+Meta-RIM), ``modules.png``, the run folders ``runs/<learner>-s<seed>/`` (trained by
+``metarim sweep``'s runner, :mod:`metarim.sweep`: ``--jobs`` at once, finished runs
+skipped, interrupted ones resumed from their checkpoints) and their measurements
+``runs/<learner>-s<seed>.json``; a run whose JSON exists is not measured again.
 
 Usage::
 
@@ -60,6 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--zero-shot", nargs="+", default=["BabyAI-GoToLocalS8N7-v0", "BabyAI-GoToLocal-v0"])
     p.add_argument("--episodes", type=int, default=100, help="evaluation episodes per measurement")
     p.add_argument("--out", default="results/gotolocal")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at once (metarim sweep --max-parallel)")
+    p.add_argument("--backend", choices=("local", "ray"), default="local", help="metarim sweep backend")
     args = p.parse_args(argv)
     if args.quick:
         args.frames = min(args.frames, 1024)
@@ -80,41 +84,23 @@ def make_config(name: str, args: argparse.Namespace, seed: int) -> Any:
                                   "threads": 1, **over})
 
 
-def train_and_measure(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    """One run: train to the budget, then measure; returns plain data."""
-    import random
+def measure(name: str, seed: int, args: argparse.Namespace, folder: pathlib.Path) -> dict[str, Any]:
+    """Measures one trained run folder (its last checkpoint); returns plain data."""
+    import csv
 
-    import numpy as np
     import torch
 
     from metarim.adaptation_eval import fast_adaptation, module_activity, zero_shot
-    from metarim.algorithms import make_learner
     from metarim.algorithms.meta_common import make_task_samplers
+    from metarim.evaluate import load_run
 
-    config = make_config(name, args, seed)
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    config, policy, vocab, _ = load_run(folder)
     torch.set_num_threads(config.threads)
     t0 = time.perf_counter()
-    learner = make_learner(config)
-    curve: list[list[float]] = []
-    last_print = 0.0
-    try:
-        while learner.frames < config.frames:
-            m = learner.step()
-            curve.append([m["frames"], m["rollout/success_rate"], m["rollout/return_mean"],
-                          m["rollout/episodes"]])
-            if time.perf_counter() - last_print > 15 or learner.frames >= config.frames:
-                last_print = time.perf_counter()
-                print(f"[{name} s{seed}] {int(m['frames']):>8} frames  {m['time/fps']:6.0f} fps  "
-                      f"success {m['rollout/success_rate']:.2f}  return {m['rollout/return_mean']:.2f}",
-                      file=sys.stderr, flush=True)
-    finally:
-        learner.close()
-    train_s = time.perf_counter() - t0
-    policy, vocab = learner.policy, learner.vocab
-    policy.eval()
+    with open(folder / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    curve = [[float(r[k]) for k in ("frames", "success_rate", "return_mean", "episodes")] for r in rows]
+    train_s = sum(float(r.get("collect_s") or 0) + float(r.get("update_s") or 0) for r in rows) or float("nan")
     say = lambda s: print(f"[{name} s{seed}]{s}", file=sys.stderr, flush=True)  # noqa: E731
     held = make_task_samplers(config)[1].tasks[0]
     adapt = fast_adaptation(policy, config, held, vocab, steps=ADAPT_STEPS, episodes=args.episodes,
@@ -129,7 +115,7 @@ def train_and_measure(name: str, seed: int, args: argparse.Namespace) -> dict[st
         activity.pop("raw")
     return {
         "learner": name, "seed": seed, "config": config.to_dict(), "train_seconds": train_s,
-        "total_seconds": time.perf_counter() - t0, "curve": curve, "held_out_task": held.to_dict(),
+        "total_seconds": train_s + time.perf_counter() - t0, "curve": curve, "held_out_task": held.to_dict(),
         "adaptation": {str(k): v for k, v in adapt.items()}, "zero_shot": shots, "activity": activity,
     }
 
@@ -199,6 +185,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = pathlib.Path(args.out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
+    from metarim.sweep import run_sweep
+    from metarim.sweep_spec import SweepRun
+
+    todo = [SweepRun(f"{name}-s{seed}", name, name, make_config(name, args, seed).to_dict())
+            for seed in args.seeds for name in args.learners]
+    results = run_sweep(todo, out, backend=args.backend, max_parallel=args.jobs)
+    failed = {n: r["error"] for n, r in results.items() if r["status"] not in ("done", "skipped")}
+    if failed:
+        print(f"runs not finished (rerun to retry): {failed}", file=sys.stderr)
+        return 1
     runs = []
     for seed in args.seeds:
         for name in args.learners:
@@ -209,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"[{name} s{seed}] done earlier, reusing {path}", file=sys.stderr)
                     runs.append(saved)
                     continue
-            print(f"[{name} s{seed}] training for {args.frames:,} frames", file=sys.stderr, flush=True)
-            run = train_and_measure(name, seed, args)
+            print(f"[{name} s{seed}] measuring", file=sys.stderr, flush=True)
+            run = measure(name, seed, args, out / "runs" / f"{name}-s{seed}")
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(run, default=float))
             os.replace(tmp, path)
