@@ -16,7 +16,7 @@ $(PY):
 $(STAMP): $(PY) setup.py tools/build_learn2learn.sh
 	$(PY) -m pip install --quiet "torch==2.13.0"
 	tools/build_learn2learn.sh $(PY) $(WHEELS)
-	$(PY) -m pip install --quiet --find-links $(WHEELS) -e ".[dev]"
+	$(PY) -m pip install --quiet --find-links $(WHEELS) -e ".[dev,ray]"
 	touch $(STAMP)
 
 demo: $(STAMP)
