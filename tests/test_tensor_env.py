@@ -78,7 +78,8 @@ def test_equal_to_minigrid_seeker_actions_success_pickup_drop():
 def test_equal_to_minigrid_mission_filter_and_seed_range():
     task = Task("BabyAI-GoToLocalS6N3-v0", seed_start=100, seed_stop=140,
                 mission_filter=MissionFilter(colors=("red", "blue")))
-    compare(task, 4, 200, seed=7, action_seed=8, mode="seeker")
+    ev = compare(task, 4, 200, seed=7, action_seed=8, mode="seeker")
+    assert ev["steps"] == 800 and ev["success"] > 0, ev  # episodes ended, auto-reset compared
 
 
 def test_equal_to_minigrid_with_env_kwargs():
@@ -90,7 +91,8 @@ def test_equal_to_minigrid_with_env_kwargs():
 def test_equal_to_minigrid_one_task_per_env_mixed_sizes():
     tasks = [Task("BabyAI-GoToLocalS5N2-v0"), Task("BabyAI-GoToLocal-v0"),
              Task("BabyAI-GoToRedBallGrey-v0"), Task("BabyAI-GoToObjS6-v1")]
-    compare(tasks, 4, 200, seed=3, action_seed=4)
+    ev = compare(tasks, 4, 200, seed=3, action_seed=4)
+    assert ev["steps"] == 800 and ev["success"] + ev["truncated"] > 0, ev
 
 
 def test_equal_to_minigrid_with_background_workers():
@@ -277,6 +279,10 @@ def test_unknown_backend():
 @pytest.mark.parametrize("level", SUPPORTED_LEVELS)
 def test_equal_to_minigrid_exhaustive(level):
     """Many seeds, long random sequences of both kinds, per level (a few minutes)."""
+    ended = 0
     for seed in range(6):
-        compare(Task(level), 8, 400, seed=100 + seed, action_seed=seed,
-                mode="uniform" if seed % 2 else "seeker")
+        ev = compare(Task(level), 8, 400, seed=100 + seed, action_seed=seed,
+                     mode="uniform" if seed % 2 else "seeker")
+        assert ev["steps"] == 8 * 400, ev
+        ended += ev["success"] + ev["truncated"]
+    assert ended > 0  # episodes ended, so auto-resets were compared too
