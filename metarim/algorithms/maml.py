@@ -46,7 +46,7 @@ from metarim.tasks.envs import make_env, make_vec_env
 from metarim.tasks.task import Task
 from metarim.tasks.vocab import Vocab
 
-__all__ = ["MAML", "TaskCollectors", "num_actions"]
+__all__ = ["MAML", "TaskCollectors", "num_actions", "setup_task_learner"]
 
 
 def num_actions(task: Task, vocab: Vocab) -> int:
@@ -55,6 +55,16 @@ def num_actions(task: Task, vocab: Vocab) -> int:
     n = int(env.action_space.n)
     env.close()
     return n
+
+
+def setup_task_learner(learner: Learner, config: TrainConfig) -> None:
+    """The state every task-based meta-learner (MAML, Reptile) starts from: seeded torch,
+    train/held-out task samplers, the policy and one rollout collector per task."""
+    torch.manual_seed(config.seed)
+    learner.train_tasks, learner.held_out_tasks = make_task_samplers(config)
+    n = num_actions(learner.train_tasks.tasks[0], learner.vocab)
+    learner.policy = build_policy(config, n, learner.vocab)
+    learner.tasks = TaskCollectors(config, learner)
 
 
 class TaskCollectors:
@@ -103,10 +113,7 @@ class MAML(Learner):
         import learn2learn as l2l
 
         super().__init__(config)
-        torch.manual_seed(config.seed)
-        self.train_tasks, self.held_out_tasks = make_task_samplers(config)
-        self.policy = build_policy(config, num_actions(self.train_tasks.tasks[0], self.vocab), self.vocab)
-        self.tasks = TaskCollectors(config, self)
+        setup_task_learner(self, config)
         self.maml = l2l.algorithms.MAML(self.policy, lr=config.inner_lr,
                                         first_order=config.first_order, allow_unused=True)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr, eps=1e-5)

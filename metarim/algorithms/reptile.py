@@ -28,12 +28,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from metarim.algorithms.base import Learner, build_policy, register_learner
-from metarim.algorithms.maml import TaskCollectors, num_actions
+from metarim.algorithms.base import Learner, register_learner
+from metarim.algorithms.maml import setup_task_learner
 from metarim.algorithms.meta_common import (
     EpisodeWindow,
     copy_into,
-    make_task_samplers,
     parameter_values,
     rollout_a2c_loss,
 )
@@ -78,10 +77,7 @@ class Reptile(Learner):
 
     def __init__(self, config: TrainConfig) -> None:
         super().__init__(config)
-        torch.manual_seed(config.seed)
-        self.train_tasks, self.held_out_tasks = make_task_samplers(config)
-        self.policy = build_policy(config, num_actions(self.train_tasks.tasks[0], self.vocab), self.vocab)
-        self.tasks = TaskCollectors(config, self)
+        setup_task_learner(self, config)
         self.recent = EpisodeWindow()
         self._frames = 0
         self._losses: list[float] = []
