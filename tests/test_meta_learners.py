@@ -45,14 +45,35 @@ def as_double(rollout):
     )
 
 
-def func_loss(policy, params, rollout, config, kind="a2c"):
+def func_loss(policy, params, rollout, config, kind="a2c", targets=None):
     """A2C/PPO loss of ``rollout`` under ``params`` through ``functional_call`` (no clone)."""
 
     class Call(torch.nn.Module):
         def forward(self, *args):
             return torch.func.functional_call(policy, params, args)
 
-    return rollout_a2c_loss(Call(), rollout, config, kind=kind)
+    return rollout_a2c_loss(Call(), rollout, config, kind=kind, targets=targets)
+
+
+def loop_sequence_gae(chunks, gamma, lam):
+    """GAE over the chunks as one sequence, a plain Python loop over scalars, split per chunk."""
+    rewards = torch.cat([c.rewards for c in chunks]).tolist()
+    values = torch.cat([c.values for c in chunks]).tolist()
+    ends = torch.cat([c.ends for c in chunks]).tolist()
+    last = chunks[-1].last_value.tolist()
+    steps, cols = len(rewards), len(last)
+    adv = [[0.0] * cols for _ in range(steps)]
+    for b in range(cols):
+        running, next_value = 0.0, last[b]
+        for t in reversed(range(steps)):
+            keep = 0.0 if ends[t][b] else 1.0
+            delta = rewards[t][b] + gamma * keep * next_value - values[t][b]
+            running = delta + gamma * lam * keep * running
+            adv[t][b], next_value = running, values[t][b]
+    adv = torch.tensor(adv, dtype=torch.float64)
+    ret = adv + torch.cat([c.values for c in chunks])
+    sizes = [c.rewards.shape[0] for c in chunks]
+    return list(zip(adv.split(sizes), ret.split(sizes)))
 
 
 @pytest.fixture(autouse=True)
@@ -160,13 +181,17 @@ def _meta_rim_with_fixed_chunks(monkeypatch, **kw):
 
 
 def _reference(learner, cfg, chunks, first_order):
-    """θ_{i+1} = θ_i − α M(a_i) ∇θ_i L_i; outer = mean_{i≥1} L_i(θ_i) (PPO surrogate); its gradient."""
+    """θ_{i+1} = θ_i − α M(a_i) ∇θ_i L_i; outer = mean_{i≥1} L_i(θ_i) (PPO surrogate, GAE over
+    the whole sequence); its gradient."""
     leaves = dict(learner.policy.named_parameters())
     fast = set(learner.meta.partition.fast)
     params = dict(leaves)
     outer = []
+    targets = loop_sequence_gae(chunks, cfg.gamma, cfg.gae_lambda)
+    alone = loop_sequence_gae(chunks[:1], cfg.gamma, cfg.gae_lambda)[0][0]  # chunk 0 bootstrapped alone
+    assert not torch.allclose(targets[0][0], alone), "sequence GAE = per-chunk GAE here: the test could not tell"
     for i, chunk in enumerate(chunks):
-        loss, _, masks = func_loss(learner.policy, params, chunk, cfg, kind="ppo")
+        loss, _, masks = func_loss(learner.policy, params, chunk, cfg, kind="ppo", targets=targets[i])
         if i > 0:
             outer.append(loss)
         if i < len(chunks) - 1:

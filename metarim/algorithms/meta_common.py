@@ -46,12 +46,13 @@ __all__ = [
     "parameter_values",
     "rollout_a2c_loss",
     "select_columns",
+    "sequence_targets",
 ]
 
 
 def rollout_a2c_loss(
     policy: nn.Module, rollout: Rollout, config: TrainConfig, *, reset_memory: bool = True,
-    kind: str = "a2c",
+    kind: str = "a2c", targets: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
     """Differentiable A2C (or PPO-surrogate) loss of a whole ``(T, B)`` rollout under ``policy``.
 
@@ -66,13 +67,19 @@ def rollout_a2c_loss(
         kind: ``"a2c"`` or ``"ppo"`` (clipped surrogate against the collection-time
             log-probabilities and values, :func:`~metarim.rl.losses.ppo_loss`; at the
             collecting parameters its ratio is 1 and its policy gradient is A2C's).
+        targets: precomputed ``(advantages, returns)`` of this rollout, e.g. from GAE
+            over a longer sequence it is a chunk of (:func:`sequence_targets`); by
+            default GAE over this rollout alone, bootstrapped with its ``last_value``.
 
     Returns:
         ``(loss, parts, masks)``: the scalar loss, its detached parts and the RIM
         activity ``(T, B, N)`` of this re-run (``None`` for an LSTM).
     """
-    adv, ret = gae(rollout.rewards, rollout.values, rollout.ends, rollout.last_value,
-                   gamma=config.gamma, lam=config.gae_lambda)
+    if targets is None:
+        adv, ret = gae(rollout.rewards, rollout.values, rollout.ends, rollout.last_value,
+                       gamma=config.gamma, lam=config.gae_lambda)
+    else:
+        adv, ret = targets
     if config.norm_adv and adv.numel() > 1:
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
     obs = {"image": rollout.obs["image"], "mission": rollout.obs["mission"]}
@@ -91,6 +98,32 @@ def rollout_a2c_loss(
     else:
         raise ValueError(f"kind={kind!r} must be 'a2c' or 'ppo'")
     return loss, parts, masks
+
+
+def sequence_targets(chunks: list[Rollout], config: TrainConfig) -> list[tuple[Tensor, Tensor]]:
+    """GAE ``(advantages, returns)`` over consecutive chunks taken as one sequence, split
+    back per chunk.
+
+    Each chunk's targets then see the rewards and values of the chunks after it, and
+    only the last chunk bootstraps (with its ``last_value``), instead of every chunk end.
+
+    Example:
+        >>> T, B = 3, 1
+        >>> def chunk(r):
+        ...     z = torch.zeros(T, B)
+        ...     return Rollout(obs={}, actions=z.long(), logprobs=z, values=z, rewards=r,
+        ...                    starts=z.bool(), ends=z.bool(), memory=(), masks=None,
+        ...                    last_value=torch.zeros(B))
+        >>> cfg = TrainConfig(gamma=0.5, gae_lambda=1.0)
+        >>> [a.flatten().tolist() for a, _ in sequence_targets(
+        ...     [chunk(torch.zeros(T, B)), chunk(torch.tensor([[8.0], [0.0], [0.0]]))], cfg)]
+        [[1.0, 2.0, 4.0], [8.0, 0.0, 0.0]]
+    """
+    cat = lambda name: torch.cat([getattr(r, name) for r in chunks])  # noqa: E731
+    adv, ret = gae(cat("rewards"), cat("values"), cat("ends"), chunks[-1].last_value,
+                   gamma=config.gamma, lam=config.gae_lambda)
+    sizes = [r.rewards.shape[0] for r in chunks]
+    return list(zip(adv.split(sizes), ret.split(sizes)))
 
 
 @contextlib.contextmanager

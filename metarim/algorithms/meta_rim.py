@@ -21,7 +21,9 @@ per-module recurrent weights of the RIM mechanisms), :math:`\phi` the slow ones,
 chunk: each chunk's loss under the weights adapted on the chunks before it), where
 :math:`L_i` is the clipped PPO surrogate of chunk :math:`i` (with value and
 entropy terms, see :func:`~metarim.algorithms.meta_common.rollout_a2c_loss` with
-``kind="ppo"``), chunk :math:`i` is *collected* by :math:`(\theta_i, \phi)`, and the
+``kind="ppo"``) with GAE advantages computed over the whole ``num_steps`` sequence
+(:func:`~metarim.algorithms.meta_common.sequence_targets`: only the last chunk
+bootstraps), chunk :math:`i` is *collected* by :math:`(\theta_i, \phi)`, and the
 gradient flows through every inner step (second order; ``first_order=True`` treats each
 :math:`\nabla_{\theta_i} L_i` as a constant). The chunks are collected once (a
 first-order pass with A2C inner steps, so that chunk :math:`i` is collected by the
@@ -69,6 +71,7 @@ from metarim.algorithms.meta_common import (
     quiet_nonleaf_grad,
     rollout_a2c_loss,
     select_columns,
+    sequence_targets,
 )
 from metarim.config import TrainConfig
 from metarim.params import reduce_activity
@@ -131,6 +134,7 @@ class MetaRIM(Learner):
                 loss, _, masks = rollout_a2c_loss(learner, chunks[-1], c, reset_memory=c.reset_memory)
                 learner.adapt(loss, active=reduce_activity(masks))
         online = {n: t.detach() for n, t in learner.fast_parameters().items()}
+        targets = sequence_targets(chunks, c)
         self.collector.policy = self.policy
         collect_s = time.perf_counter() - t0
         # 2) meta-training: epochs × minibatches of env columns, each through the inner chain
@@ -141,7 +145,7 @@ class MetaRIM(Learner):
         for _ in range(c.epochs):
             for cols in torch.randperm(c.num_envs).split(self.columns):
                 part = [select_columns(r, cols) for r in chunks]
-                loss, inn, act = self._meta_loss(part)
+                loss, inn, act = self._meta_loss(part, [(a[:, cols], r[:, cols]) for a, r in targets])
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), c.max_grad_norm)
@@ -171,13 +175,17 @@ class MetaRIM(Learner):
             "time/update_s": elapsed - collect_s,
         }
 
-    def _meta_loss(self, chunks: list[Rollout]) -> tuple[torch.Tensor, list[float], list[float]]:
-        """The inner chain over ``chunks`` and the outer loss (see module docstring)."""
+    def _meta_loss(
+        self, chunks: list[Rollout], targets: list[tuple[torch.Tensor, torch.Tensor]]
+    ) -> tuple[torch.Tensor, list[float], list[float]]:
+        """The inner chain over ``chunks`` and the outer loss (see module docstring);
+        ``targets``: each chunk's ``(advantages, returns)`` from :func:`sequence_targets`."""
         c = self.config
         learner = self.meta.clone()
         outer, inner, active = [], [], []
-        for i, chunk in enumerate(chunks):
-            loss, _, masks = rollout_a2c_loss(learner, chunk, c, reset_memory=c.reset_memory, kind="ppo")
+        for i, (chunk, target) in enumerate(zip(chunks, targets)):
+            loss, _, masks = rollout_a2c_loss(learner, chunk, c, reset_memory=c.reset_memory, kind="ppo",
+                                              targets=target)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite loss ({loss.item()}) at update {self.updates}")
             if i > 0 or c.outer_chunks == "all":
