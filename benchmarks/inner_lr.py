@@ -1,0 +1,101 @@
+"""What one masked inner step does, as a function of the inner learning rate.
+
+Loads a trained run, collects ``--pairs`` pairs of consecutive 32-step chunks of 16 envs
+with its policy, takes on each pair one masked first-order inner step (``MaskedMAML.adapt``, the same A2C/PPO loss
+Meta-RIM uses, GAE over both chunks) on chunk 0 for each learning rate, and reports
+
+* ``loss0_before`` / ``loss0_after``: the loss of chunk 0 itself (does the step do
+  anything?),
+* ``loss1_before`` / ``loss1_after``: the loss of chunk 1 under the adapted weights
+  (Meta-RIM's outer loss: does the step help, or hurt, on what comes next?),
+* ``max_dp`` / ``mean_dp``: the change of the action probabilities on chunk 1,
+* ``step_norm``: the norm of the change of the fast weights,
+
+each the mean over the pairs.
+
+    python benchmarks/inner_lr.py --run results/gotolocal/runs/metarim-s0
+
+Prints one JSON object. The run's ``inner_lr`` is not used; ``--rates`` are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+
+import torch
+
+
+def measure(meta, chunks, targets, config) -> dict[str, float]:
+    """One masked inner step of ``meta`` on ``chunks[0]``; its effect on both chunks."""
+    from metarim.algorithms.meta_common import quiet_nonleaf_grad, rollout_a2c_loss
+    from metarim.params import reduce_activity
+
+    policy = meta.module
+
+    def loss_of(module: torch.nn.Module, i: int) -> float:
+        with torch.no_grad():
+            return rollout_a2c_loss(module, chunks[i], config, kind="ppo", targets=targets[i])[0].item()
+
+    def probs(module: torch.nn.Module) -> torch.Tensor:
+        r = chunks[1]
+        with torch.no_grad():
+            logits = module({"image": r.obs["image"], "mission": r.obs["mission"]},
+                            tuple(m[0] for m in r.memory), r.starts)[0]
+        return logits.softmax(-1)
+
+    with quiet_nonleaf_grad():
+        learner = meta.clone(first_order=True)
+        loss, _, masks = rollout_a2c_loss(learner, chunks[0], config, kind="ppo", targets=targets[0])
+        before = {n: t.detach().clone() for n, t in learner.fast_parameters().items()}
+        learner.adapt(loss, active=reduce_activity(masks))
+    step = sum((t.detach() - before[n]).square().sum() for n, t in learner.fast_parameters().items())
+    dp = (probs(learner) - probs(policy)).abs()
+    return {"loss0_before": loss.item(), "loss0_after": loss_of(learner, 0),
+            "loss1_before": loss_of(policy, 1), "loss1_after": loss_of(learner, 1),
+            "max_dp": dp.max().item(), "mean_dp": dp.mean().item(), "step_norm": float(step) ** 0.5}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--run", required=True, help="a trained run folder (any RIM-memory learner)")
+    p.add_argument("--rates", type=float, nargs="+", default=[0.1, 1, 3, 10, 30, 100])
+    p.add_argument("--num-envs", type=int, default=16)
+    p.add_argument("--chunk-length", type=int, default=32)
+    p.add_argument("--pairs", type=int, default=4, help="chunk pairs averaged over")
+    p.add_argument("--seed", type=int, default=5)
+    p.add_argument("--env-backend", choices=("minigrid", "tensor"), default="tensor")
+    args = p.parse_args(argv)
+
+    from metarim.adapt import MaskedMAML
+    from metarim.algorithms.meta_common import sequence_targets
+    from metarim.evaluate import load_run
+    from metarim.rl.rollout import RolloutCollector
+    from metarim.tasks import Task
+    from metarim.tasks.envs import make_vec_env
+
+    torch.set_num_threads(1)
+    torch.manual_seed(args.seed)
+    config, policy, vocab, _ = load_run(pathlib.Path(args.run))
+    if config.memory != "rim":
+        raise SystemExit(f"error: {args.run} has memory={config.memory!r}; the masked step needs a RIM run")
+    envs = make_vec_env(Task(config.env), args.num_envs, seed=args.seed, vocab=vocab, backend=args.env_backend)
+    collector = RolloutCollector(envs, policy, args.chunk_length)
+    rows: dict[float, list[dict[str, float]]] = {lr: [] for lr in args.rates}
+    for _ in range(args.pairs):
+        chunks = [collector.collect() for _ in range(2)]
+        targets = sequence_targets(chunks, config)
+        for lr in args.rates:
+            rows[lr].append(measure(MaskedMAML(policy, lr, first_order=True), chunks, targets, config))
+    envs.close()
+    table = [{"inner_lr": lr, **{k: sum(r[k] for r in rs) / len(rs) for k in rs[0]}} for lr, rs in rows.items()]
+    fast_norm = sum(t.detach().square().sum() for n, t in policy.named_parameters()
+                    if n in MaskedMAML(policy, 1.0).partition.fast) ** 0.5
+    print(json.dumps({"benchmark": "inner_lr", "run": str(args.run), "fast_weight_norm": float(fast_norm),
+                      "pairs": args.pairs, "frames_per_chunk": args.num_envs * args.chunk_length,
+                      "rows": table}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
