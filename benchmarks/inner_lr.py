@@ -15,6 +15,11 @@ each the mean over the pairs.
 
     python benchmarks/inner_lr.py --run results/gotolocal/runs/metarim-s0
 
+``--rule all`` takes MAML's step instead: plain SGD on every parameter (learn2learn
+``MAML``) with the A2C loss, as ``metarim.algorithms.maml`` does.
+
+    python benchmarks/inner_lr.py --run results/gotolocal/runs/maml-s0 --rule all
+
 Prints one JSON object. The run's ``inner_lr`` is not used; ``--rates`` are.
 """
 
@@ -27,8 +32,9 @@ import pathlib
 import torch
 
 
-def measure(meta, chunks, targets, config) -> dict[str, float]:
-    """One masked inner step of ``meta`` on ``chunks[0]``; its effect on both chunks."""
+def measure(meta, chunks, targets, config, kind: str = "ppo") -> dict[str, float]:
+    """One inner step of ``meta`` (``MaskedMAML`` or learn2learn ``MAML``) on ``chunks[0]``;
+    its effect on both chunks."""
     from metarim.algorithms.meta_common import quiet_nonleaf_grad, rollout_a2c_loss
     from metarim.params import reduce_activity
 
@@ -36,7 +42,7 @@ def measure(meta, chunks, targets, config) -> dict[str, float]:
 
     def loss_of(module: torch.nn.Module, i: int) -> float:
         with torch.no_grad():
-            return rollout_a2c_loss(module, chunks[i], config, kind="ppo", targets=targets[i])[0].item()
+            return rollout_a2c_loss(module, chunks[i], config, kind=kind, targets=targets[i])[0].item()
 
     def probs(module: torch.nn.Module) -> torch.Tensor:
         r = chunks[1]
@@ -45,12 +51,16 @@ def measure(meta, chunks, targets, config) -> dict[str, float]:
                             tuple(m[0] for m in r.memory), r.starts)[0]
         return logits.softmax(-1)
 
+    masked = hasattr(meta, "partition")
     with quiet_nonleaf_grad():
-        learner = meta.clone(first_order=True)
-        loss, _, masks = rollout_a2c_loss(learner, chunks[0], config, kind="ppo", targets=targets[0])
-        before = {n: t.detach().clone() for n, t in learner.fast_parameters().items()}
-        learner.adapt(loss, active=reduce_activity(masks))
-    step = sum((t.detach() - before[n]).square().sum() for n, t in learner.fast_parameters().items())
+        learner = meta.clone(first_order=True) if masked else meta.clone()
+        loss, _, masks = rollout_a2c_loss(learner, chunks[0], config, kind=kind, targets=targets[0])
+        before = {n: t.detach().clone() for n, t in learner.module.named_parameters()}
+        if masked:
+            learner.adapt(loss, active=reduce_activity(masks))
+        else:
+            learner.adapt(loss)
+    step = sum((t.detach() - before[n]).square().sum() for n, t in learner.module.named_parameters())
     dp = (probs(learner) - probs(policy)).abs()
     return {"loss0_before": loss.item(), "loss0_after": loss_of(learner, 0),
             "loss1_before": loss_of(policy, 1), "loss1_after": loss_of(learner, 1),
@@ -63,10 +73,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rates", type=float, nargs="+", default=[0.1, 1, 3, 10, 30, 100])
     p.add_argument("--num-envs", type=int, default=16)
     p.add_argument("--chunk-length", type=int, default=32)
+    p.add_argument("--rule", choices=("masked", "all"), default="masked",
+                   help="masked: Meta-RIM's masked step on the fast weights; all: MAML's step on every parameter")
     p.add_argument("--pairs", type=int, default=4, help="chunk pairs averaged over")
     p.add_argument("--seed", type=int, default=5)
     p.add_argument("--env-backend", choices=("minigrid", "tensor"), default="tensor")
     args = p.parse_args(argv)
+
+    import learn2learn as l2l
 
     from metarim.adapt import MaskedMAML
     from metarim.algorithms.meta_common import sequence_targets
@@ -78,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     config, policy, vocab, _ = load_run(pathlib.Path(args.run))
-    if config.memory != "rim":
+    if args.rule == "masked" and config.memory != "rim":
         raise SystemExit(f"error: {args.run} has memory={config.memory!r}; the masked step needs a RIM run")
     envs = make_vec_env(Task(config.env), args.num_envs, seed=args.seed, vocab=vocab, backend=args.env_backend)
     collector = RolloutCollector(envs, policy, args.chunk_length)
@@ -87,12 +101,17 @@ def main(argv: list[str] | None = None) -> None:
         chunks = [collector.collect() for _ in range(2)]
         targets = sequence_targets(chunks, config)
         for lr in args.rates:
-            rows[lr].append(measure(MaskedMAML(policy, lr, first_order=True), chunks, targets, config))
+            if args.rule == "masked":
+                rows[lr].append(measure(MaskedMAML(policy, lr, first_order=True), chunks, targets, config))
+            else:
+                rows[lr].append(measure(l2l.algorithms.MAML(policy, lr=lr, first_order=True), chunks, targets,
+                                        config, kind="a2c"))
     envs.close()
     table = [{"inner_lr": lr, **{k: sum(r[k] for r in rs) / len(rs) for k in rs[0]}} for lr, rs in rows.items()]
-    fast_norm = sum(t.detach().square().sum() for n, t in policy.named_parameters()
-                    if n in MaskedMAML(policy, 1.0).partition.fast) ** 0.5
-    print(json.dumps({"benchmark": "inner_lr", "run": str(args.run), "fast_weight_norm": float(fast_norm),
+    fast = MaskedMAML(policy, 1.0).partition.fast if args.rule == "masked" else dict(policy.named_parameters())
+    fast_norm = sum(t.detach().square().sum() for n, t in policy.named_parameters() if n in fast) ** 0.5
+    print(json.dumps({"benchmark": "inner_lr", "run": str(args.run), "rule": args.rule,
+                      "adapted_weight_norm": float(fast_norm),
                       "pairs": args.pairs, "frames_per_chunk": args.num_envs * args.chunk_length,
                       "rows": table}, indent=1))
 

@@ -13,9 +13,11 @@ with ``num_steps=64``, ``chunk_length=32``):
 * ``first-order`` — first-order meta-gradient;
 * ``outer-all`` — ``outer_chunks="all"``: the outer loss also includes chunk 0 under the
   unadapted weights, so no collected frame is left out of the slow weights' loss;
-* ``inner-lr-10`` — ``inner_lr=10``: with the default 0.1 the masked inner step moves the
-  module weights by ~1e-4 of their norm and the action probabilities by ~1e-4, i.e. it
-  does nothing; this variant makes the fast step matter;
+* ``inner-lr-0.1`` — ``inner_lr=0.1`` (the default until session 2; the default is now
+  10): the masked inner step moves the module weights by ~1e-5 of their norm and the
+  action probabilities by ~1e-4, i.e. it does nothing (``benchmarks/inner_lr.py``);
+* ``inner-lr-10`` — ``inner_lr=10``, the default, named explicitly (results recorded with
+  the old default used this name);
 * ``ppo-like`` — no inner step, outer loss on every chunk, 4-step chunks: PPO's
   backprop window inside Meta-RIM's pipeline (whole-column minibatches), to locate the
   gap between Meta-RIM and PPO+RIM.
@@ -41,6 +43,7 @@ VARIANTS = {
     "no-inner": {"inner_lr": 0.0},
     "first-order": {"first_order": True},
     "outer-all": {"outer_chunks": "all"},
+    "inner-lr-0.1": {"inner_lr": 0.1},
     "inner-lr-10": {"inner_lr": 10.0},
     "ppo-like": {"inner_lr": 0.0, "outer_chunks": "all", "chunk_length": 4},
 }

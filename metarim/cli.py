@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
         if f.type == "bool":
             t.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
         else:
-            t.add_argument(flag, type={"int": int, "float": float}.get(str(f.type), str), **kw)
+            t.add_argument(flag, type={"int": int, "float": float, "float | None": float}.get(str(f.type), str), **kw)
     t.add_argument("--out", required=True, help="run folder")
     t.add_argument("--config", help="JSON file of config keys (flags override it)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")

@@ -23,6 +23,12 @@ from typing import Any
 
 __all__ = ["TrainConfig"]
 
+DEFAULT_INNER_LR = 0.1
+"""Inner lr of a step on every parameter (MAML; fine-tuning in adaptation evaluation)."""
+METARIM_INNER_LR = 10.0
+"""Inner lr of Meta-RIM's masked step on the module weights (their gradients are ~100x
+smaller than a whole policy's: at 0.1 the step changes nothing measurable)."""
+
 
 @dataclass
 class TrainConfig:
@@ -83,8 +89,11 @@ class TrainConfig:
 
     # --- meta-learning (metarim, maml, reptile; ignored by ppo/a2c) -----------------
     # Defaults and the measurements behind them: docs/meta_learners.md.
-    inner_lr: float = 0.1
-    """Inner SGD step size α (Meta-RIM masked step, MAML step, evaluation adaptation)."""
+    inner_lr: float | None = None
+    """Inner SGD step size α (Meta-RIM masked step, MAML step, evaluation adaptation).
+    ``None``: the learner's measured default, 10 for ``metarim`` (a masked step on the
+    module weights only) and 0.1 otherwise (a step on every parameter);
+    ``benchmarks/inner_lr.py`` and docs/meta_learners.md give the measurement."""
     inner_steps: int = 1
     """Inner updates per task: MAML SGD steps, Reptile Adam steps (each on fresh rollouts)."""
     chunk_length: int = 32
@@ -109,13 +118,16 @@ class TrainConfig:
     """Meta-RIM outer loss over ``adapted`` chunks (1..C-1, the MAML split) or ``all`` (0..C-1)."""
 
     def __post_init__(self) -> None:
+        if self.inner_lr is None:
+            self.inner_lr = METARIM_INNER_LR if self.algo == "metarim" else DEFAULT_INNER_LR
         self.validate()
 
     def validate(self) -> None:
         """Raises ``ValueError`` naming the first bad field."""
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            want = {"int": int, "float": (int, float), "str": str, "bool": bool}.get(str(f.type))
+            want = {"int": int, "float": (int, float), "str": str, "bool": bool,
+                    "float | None": (int, float)}.get(str(f.type))
             if want is not None and (not isinstance(v, want) or (want is not bool and isinstance(v, bool))):
                 raise ValueError(f"{f.name}={v!r} must be of type {f.type}")
         for name in ("frames", "num_envs", "num_steps", "epochs", "batch_size", "recurrence",

@@ -320,3 +320,16 @@ def test_cli_train_and_eval_metarim(tmp_path, capsys):
     assert res["algo"] == "metarim" and set(res["adaptation"]) == {"0", "1"}
     assert res["adaptation"]["1"]["episodes"] == 2 and math.isfinite(res["adaptation"]["1"]["adapt_loss"])
     assert 0 <= res["zero_shot"]["BabyAI-GoToLocalS8N7-v0"]["success_rate"] <= 1
+
+
+def test_inner_lr_default_depends_on_the_rule():
+    """Meta-RIM's masked step gets 10, a step on every parameter 0.1 (docs/meta_learners.md);
+    an explicit value wins, and the resolved value is what a saved config holds."""
+    assert TrainConfig(algo="metarim", memory="rim").inner_lr == 10.0
+    for algo in ("maml", "ppo", "reptile"):
+        assert TrainConfig(algo=algo).inner_lr == 0.1
+    assert TrainConfig(algo="metarim", memory="rim", inner_lr=0.5).inner_lr == 0.5
+    saved = TrainConfig(algo="metarim", memory="rim").to_dict()
+    assert saved["inner_lr"] == 10.0 and TrainConfig.from_dict(saved).inner_lr == 10.0
+    with pytest.raises(ValueError, match="inner_lr"):
+        TrainConfig(inner_lr="fast")
