@@ -9,6 +9,7 @@ from torch import nn
 from torch.testing import assert_close
 
 from metarim.rim import RIM, GroupGRUCell, GroupLinear, GroupLSTMCell, RIMCell
+from metarim.rim.cell import _combine_first
 
 
 @pytest.fixture(autouse=True)
@@ -166,6 +167,34 @@ def test_rim_sequence_equals_a_loop_of_cells_with_resets():
     for a, b in zip(state, ref_state):
         assert_close(a, b)
     assert masks.shape == (6, 3, 4) and (masks.sum(-1) == 2).all()
+
+
+@pytest.mark.parametrize("cell_kind", ["lstm", "gru"])
+@pytest.mark.parametrize("heads", [1, 2])
+@pytest.mark.parametrize("value_size", [5, 40])
+def test_rim_sequence_equals_the_reference_in_both_input_orders(cell_kind, heads, value_size):
+    # value 40 > input 6: project_input multiplies W^v W^ih first; value 5: x W^v first.
+    rim = RIM(6, 12, 4, 2, cell_kind, input_key_size=4, input_value_size=value_size,
+              input_heads=heads, comm_key_size=3, comm_value_size=3, comm_heads=2)
+    steps, batch = 5, 3
+    gates = rim.cell.mechanisms.weight_ih.shape[-1]
+    assert _combine_first(steps * batch, 6, value_size, heads, 4, gates) == (value_size == 40)
+    x, state0 = torch.randn(steps, batch, 6), random_state(rim.cell, batch=batch)
+    out, state, masks = rim(x, state0)
+    ref_state, ref_out, ref_masks = state0, [], []
+    for t in range(steps):
+        o, ref_state, m = reference_step(rim.cell, x[t], ref_state)
+        ref_out.append(o)
+        ref_masks.append(m)
+    assert torch.equal(masks, torch.stack(ref_masks))
+    assert_close(out, torch.stack(ref_out))
+    for a, b in zip(state, ref_state):
+        assert_close(a, b)
+    loss, ref_loss = out.square().sum() + state[-1].sum(), torch.stack(ref_out).square().sum() + ref_state[-1].sum()
+    params = list(rim.parameters())
+    for (name, _), g, r in zip(rim.named_parameters(), torch.autograd.grad(loss, params),
+                               torch.autograd.grad(ref_loss, params)):
+        assert_close(g, r, msg=name)
 
 
 def test_reset_makes_the_sequence_forget_its_past():

@@ -8,7 +8,13 @@ import torch
 from torch import Tensor, nn
 
 from metarim.rim.attention import CommAttention, InputAttention
-from metarim.rim.group import GroupGRUCell, GroupLSTMCell, _check_positive
+from metarim.rim.group import (
+    GroupGRUCell,
+    GroupLSTMCell,
+    _check_positive,
+    gru_pointwise,
+    lstm_pointwise,
+)
 
 __all__ = ["RIM", "RIMCell", "State"]
 
@@ -16,6 +22,10 @@ State = tuple[Tensor, ...]
 """Recurrent state: ``(h, c)`` for LSTM modules, ``(h,)`` for GRU modules, each
 ``(batch, num_units, hidden_size // num_units)``."""
 
+
+def _combine_first(rows: int, in_size: int, dv: int, heads: int, n: int, g: int) -> bool:
+    """Whether ``x (W^v W^{ih})`` costs fewer multiply-adds than ``(x W^v) W^{ih}``."""
+    return n * heads * g * in_size * (dv + rows) < rows * heads * dv * (in_size + n * g)
 
 
 class RIMCell(nn.Module):
@@ -126,39 +136,71 @@ class RIMCell(nn.Module):
             raise ValueError(
                 f"RIMCell expects input (batch, input_size={self.input_size}), got {tuple(x.shape)}"
             )
-        return self.step(*self.project_input(x), state)
+        keys, gates = self.project_input(x)
+        state, mask = self.step(keys, gates, tuple(s.transpose(0, 1) for s in state))
+        state = tuple(s.transpose(0, 1).contiguous() for s in state)
+        return state[0].reshape(x.shape[0], self.hidden_size), state, mask
 
     def project_input(self, x: Tensor) -> tuple[Tensor, Tensor]:
         r"""Everything that depends on the input alone, for any leading shape ``(..., in)``.
 
         Returns the input-attention keys ``(..., H, dk)`` and the per-module, per-head
-        input gates :math:`U_{h,n} = v_h(x)\, W^{ih}_n[h]` of shape ``(..., H, N, G)``, so
-        that a module's input gates are :math:`\sum_h p_{h,n} U_{h,n} + b^{ih}_n`. This is
+        input gates :math:`U_{n,h} = v_h(x)\, W^{ih}_n[h]`, module first: ``(N, ..., H, G)``,
+        so that a module's input gates are :math:`\sum_h p_{h,n} U_{n,h} + b^{ih}_n`. This is
         :math:`(\sum_h p_{h,n} v_h(x)) W^{ih}_n` re-associated: the same value, but one large
         matrix product for a whole sequence instead of one small product per step.
+
+        When the input is narrower than the values (the defaults: 400 values), the two
+        maps are multiplied first, :math:`U = x\,(W^v_h W^{ih}_n)`, which costs
+        ``N H G in`` per row instead of ``H dv (in + N G)``; the cheaper order is chosen
+        from the shapes. Either way ``W^{ih}`` is used in place (a per-call copy of it
+        would dominate a single step).
         """
         att, mech = self.input_attention, self.mechanisms
-        hd, dv = att.num_heads, att.value_size
+        hd, dv, n = att.num_heads, att.value_size, self.num_units
         keys = att.key(x).unflatten(-1, (hd, att.key_size))
-        values = att.value(x).unflatten(-1, (hd, dv))
-        w = mech.weight_ih.view(self.num_units, hd, dv, -1)
-        return keys, torch.einsum("...hd,nhdg->...hng", values, w)
-
-    def step(self, keys: Tensor, gates: Tensor, state: State) -> tuple[Tensor, State, Tensor]:
-        """Step from :meth:`project_input`'s ``(keys, gates)`` of one time step."""
-        h = state[0]
-        weights, mask = self.input_attention.select(keys, h)  # (B, H, N), (B, N)
-        gi = (weights.unsqueeze(-1) * gates).sum(dim=1) + self.mechanisms.bias_ih
-        active = mask.unsqueeze(-1).bool()  # (B, N, 1)
-        if self.cell == "lstm":
-            h_hat, c_hat = self.mechanisms.recur(gi, (h, state[1]))
+        w = mech.weight_ih.view(n, hd, dv, -1)  # (N, H, dv, G)
+        g = w.shape[-1]
+        rows = x.reshape(-1, self.input_size)  # (L, in)
+        if _combine_first(rows.shape[0], self.input_size, dv, hd, n, g):
+            combined = torch.einsum("hdi,nhdg->nihg", att.value.weight.view(hd, dv, -1), w)
+            gates = torch.bmm(rows.expand(n, -1, -1), combined.reshape(n, self.input_size, -1))
         else:
-            h_hat = self.mechanisms.recur(gi, h)
+            values = att.value(rows).view(-1, hd, dv).transpose(0, 1)  # (H, L, dv)
+            gates = torch.matmul(values, w).transpose(1, 2)  # (N, L, H, G)
+        return keys, gates.reshape(n, *x.shape[:-1], hd, g)
+
+    def step(self, keys: Tensor, gates: Tensor, state: State) -> tuple[State, Tensor]:
+        """Step from :meth:`project_input`'s ``(keys (B, H, dk), gates (N, B, H, G))`` of one
+        time step.
+
+        Works module-first: ``state`` holds ``(N, B, unit)`` tensors, the layout in which
+        the per-module weights apply as plain batched matmuls (a ``(B, N, ...)`` layout
+        makes every one of them permute and copy, forward and backward). Returns
+        ``(new_state, mask (B, N))``, the state in the same layout.
+        """
+        h = state[0]
+        mech, lstm = self.mechanisms, self.cell == "lstm"
+        weights, mask = self.input_attention.select(keys, h.transpose(0, 1))  # (B,H,N), (B,N)
+        p = weights.permute(2, 0, 1).unsqueeze(-1)  # (N, B, H, 1)
+        # The LSTM only uses gi + gh: b_ih joins b_hh in the state's matmul.
+        bias_hh = (mech.bias_ih + mech.bias_hh) if lstm else mech.bias_hh
+        gh = torch.baddbmm(bias_hh.unsqueeze(1), h, mech.weight_hh)  # (N, B, G)
+        base = gh if lstm else mech.bias_ih.unsqueeze(1)
+        if p.shape[2] == 1:  # one head: a fused multiply-add
+            gi = torch.addcmul(base, p[:, :, 0], gates[:, :, 0])
+        else:
+            gi = (p * gates).sum(dim=2) + base
+        active = mask.t().unsqueeze(-1).bool()  # (N, B, 1)
+        if lstm:
+            h_hat, c_hat = lstm_pointwise(gi, state[1])
+        else:
+            h_hat = gru_pointwise(gi, gh, h)
         # Modules read the updated states of active modules and the kept states of others.
-        h_hat = self.comm_attention(torch.where(active, h_hat, h))
+        h_hat = self.comm_attention.attend(torch.where(active, h_hat, h))
         h_new = torch.where(active, h_hat, h)
-        new_state = (h_new, torch.where(active, c_hat, state[1])) if self.cell == "lstm" else (h_new,)
-        return h_new.reshape(h.shape[0], self.hidden_size), new_state, mask
+        new_state = (h_new, torch.where(active, c_hat, state[1])) if lstm else (h_new,)
+        return new_state, mask
 
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, num_units={self.num_units}, "
@@ -212,13 +254,15 @@ class RIM(nn.Module):
         keys, gates = self.cell.project_input(x)  # the input-only work, for all steps at once
         # unbind, not keys[t]: each indexing op's backward would fill a zero tensor the
         # size of the whole sequence; unbind's backward is one stack.
-        keys, gates = keys.unbind(0), gates.unbind(0)
-        outputs, masks = [], []
+        keys, gates = keys.unbind(0), gates.unbind(1)
+        state = tuple(s.transpose(0, 1).contiguous() for s in state)  # module-first (N, B, d)
+        states, masks = [], []
         for t in range(steps):
             if done is not None:
-                keep = (~done[t].bool()).to(x.dtype).view(batch, 1, 1)
+                keep = (~done[t].bool()).to(x.dtype).view(1, batch, 1)
                 state = tuple(s * keep for s in state)
-            out, state, mask = self.cell.step(keys[t], gates[t], state)
-            outputs.append(out)
+            state, mask = self.cell.step(keys[t], gates[t], state)
+            states.append(state[0])
             masks.append(mask)
-        return torch.stack(outputs), state, torch.stack(masks)
+        out = torch.stack(states).transpose(1, 2).reshape(steps, batch, self.hidden_size)
+        return out, tuple(s.transpose(0, 1).contiguous() for s in state), torch.stack(masks)
