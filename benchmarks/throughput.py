@@ -4,18 +4,28 @@ Prints one JSON object. Each measurement runs in its own subprocess so that its 
 resident memory (``ru_maxrss``) is its own.
 
     python benchmarks/throughput.py [--env BabyAI-GoToLocal-v0] [--num-envs 16]
-        [--frames 20480] [--threads 1]
+        [--frames 20480] [--threads 1] [--interleave]
 
 Targets (issue 4): training >= 0.5x env-only for LSTM, >= 0.4x for RIM; peak <= 2 GB.
 ``ratio_*`` use wall-clock time; ``ratio_*_cpu`` use the process's CPU time, which is
 what to read on a machine shared with other jobs (with one torch thread, CPU time is the
-work done; wall time also counts waiting for a core).
+work done; wall time also counts waiting for a core). Per training mode, ``collect_s``
+splits into ``collect_env_s`` (inside ``envs.step``) and ``collect_policy_s`` (policy
+forward, sampling and bookkeeping), all wall seconds; ``load_before``/``load_after`` are
+the 1-minute load averages (read the ratios with them).
+
+``--interleave`` measures each memory in one process that alternates an env-only block
+of ``num_steps`` steps (random actions, its own vector env of the same task) with one
+training step of the same number of frames: the ratios mean the same, but a background
+load that changes over the minute hits numerator and denominator alike (its peak
+memory includes the second vector env).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -49,6 +59,15 @@ def _train(env: str, num_envs: int, frames: int, memory: str, threads: int, batc
     kw = {} if batch is None else {"batch_size": batch}
     learner = make_learner(TrainConfig(env=env, num_envs=num_envs, memory=memory, frames=frames, **kw))
     learner.step()  # warm-up (allocations, first env resets)
+    env_step, env_s = learner.envs.step, [0.0]
+
+    def timed_step(actions):  # env time inside collection, to split collect_s
+        t = time.perf_counter()
+        out = env_step(actions)
+        env_s[0] += time.perf_counter() - t
+        return out
+
+    learner.envs.step = timed_step
     t0, c0, f0 = time.perf_counter(), time.process_time(), learner.frames
     collect = update = 0.0
     while learner.frames - f0 < frames:
@@ -57,7 +76,46 @@ def _train(env: str, num_envs: int, frames: int, memory: str, threads: int, batc
         update += m["time/update_s"]
     dt, dc = time.perf_counter() - t0, time.process_time() - c0
     return {"fps": (learner.frames - f0) / dt, "fps_cpu": (learner.frames - f0) / dc,
-            "collect_s": collect, "update_s": update}
+            "collect_s": collect, "collect_env_s": env_s[0], "collect_policy_s": collect - env_s[0],
+            "update_s": update}
+
+
+def _interleaved(env: str, num_envs: int, frames: int, memory: str, threads: int, batch: int) -> dict:
+    """Alternates one env-only block and one training step of the same number of frames,
+    in one process, so that a changing background load hits both rates alike."""
+    import numpy as np
+    import torch
+
+    from metarim.algorithms import make_learner
+    from metarim.config import TrainConfig
+    from metarim.tasks import Task, Vocab, make_vec_env
+
+    torch.set_num_threads(threads)
+    kw = {} if batch is None else {"batch_size": batch}
+    learner = make_learner(TrainConfig(env=env, num_envs=num_envs, memory=memory, frames=frames, **kw))
+    learner.step()
+    envs = make_vec_env(Task(env), num_envs, seed=0, vocab=Vocab())
+    envs.reset()
+    rng = np.random.default_rng(0)
+    n = envs.single_action_space.n
+    steps = learner.config.num_steps
+    env_t = env_c = train_t = train_c = 0.0
+    env_f = train_f = 0
+    while train_f < frames:
+        t0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(steps):
+            envs.step(rng.integers(0, n, size=num_envs))
+        t1, c1 = time.perf_counter(), time.process_time()
+        f0 = learner.frames
+        learner.step()
+        env_t, env_c = env_t + t1 - t0, env_c + c1 - c0
+        train_t, train_c = train_t + time.perf_counter() - t1, train_c + time.process_time() - c1
+        env_f, train_f = env_f + steps * num_envs, train_f + learner.frames - f0
+    envs.close()
+    return {"env_fps": env_f / env_t, "env_fps_cpu": env_f / env_c,
+            "fps": train_f / train_t, "fps_cpu": train_f / train_c,
+            "ratio": (train_f / train_t) / (env_f / env_t),
+            "ratio_cpu": (train_f / train_c) / (env_f / env_c)}
 
 
 def main() -> None:
@@ -67,26 +125,44 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=20480)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=None, help="PPO minibatch (default: config's)")
+    p.add_argument("--interleave", action="store_true",
+                   help="per memory, alternate env-only blocks and training steps in one process "
+                        "(for a machine with a changing background load)")
     p.add_argument("--mode", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.mode is not None:
-        res = _env_only(a.env, a.num_envs, a.frames) if a.mode == "env" else _train(
-            a.env, a.num_envs, a.frames, a.mode, a.threads, a.batch_size)
+        if a.mode.startswith("interleave-"):
+            res = _interleaved(a.env, a.num_envs, a.frames, a.mode.split("-", 1)[1], a.threads, a.batch_size)
+        elif a.mode == "env":
+            res = _env_only(a.env, a.num_envs, a.frames)
+        else:
+            res = _train(a.env, a.num_envs, a.frames, a.mode, a.threads, a.batch_size)
         res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(res))
         return
     out = {"env": a.env, "num_envs": a.num_envs, "frames": a.frames, "threads": a.threads,
-           "batch_size": a.batch_size}
-    for mode in ("env", "lstm", "rim"):
+           "batch_size": a.batch_size, "load_before": os.getloadavg()[0]}
+    modes = ("interleave-lstm", "interleave-rim") if a.interleave else ("env", "lstm", "rim")
+    for mode in modes:
         cmd = [sys.executable, __file__, "--mode", mode, "--env", a.env, "--num-envs", str(a.num_envs),
                "--frames", str(a.frames), "--threads", str(a.threads)]
         if a.batch_size is not None:
             cmd += ["--batch-size", str(a.batch_size)]
         out[mode] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    if a.interleave:
+        for mode in ("lstm", "rim"):
+            res = out.pop(f"interleave-{mode}")
+            out[mode] = res
+            out[f"ratio_{mode}"], out[f"ratio_{mode}_cpu"] = res.pop("ratio"), res.pop("ratio_cpu")
+        out["peak_rss_mb"] = max(out[m]["peak_rss_mb"] for m in ("lstm", "rim"))
+        out["load_after"] = os.getloadavg()[0]
+        print(json.dumps(out, indent=2))
+        return
     for mode in ("lstm", "rim"):
         out[f"ratio_{mode}"] = out[mode]["fps"] / out["env"]["fps"]
         out[f"ratio_{mode}_cpu"] = out[mode]["fps_cpu"] / out["env"]["fps_cpu"]
     out["peak_rss_mb"] = max(out[m]["peak_rss_mb"] for m in ("env", "lstm", "rim"))
+    out["load_after"] = os.getloadavg()[0]
     print(json.dumps(out, indent=2))
 
 

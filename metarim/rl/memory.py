@@ -56,12 +56,19 @@ class LSTMCore(nn.Module):
     r"""An ``nn.LSTM`` with episode resets: :math:`(h, c) \leftarrow (1 - d_t)(h, c)`.
 
     Runs the fused ``nn.LSTM`` over the stretches between resets, so a sequence with no
-    reset is a single cuDNN/MKL call.
+    reset is a single cuDNN/MKL call. A short sequence (``<= max_cell_steps``, e.g. a PPO
+    recurrence window) with resets inside, and a single step, run ``torch.lstm_cell`` per
+    step instead: a minibatch of 64 four-step windows nearly always has a reset at every
+    step, and four one-step ``nn.LSTM`` calls cost more (forward and backward) than four
+    cells. Same function either way, up to float rounding.
 
     Args:
         input_size: features per step.
         hidden_size: LSTM size.
     """
+
+    max_cell_steps = 16
+    """Longest sequence with inner resets that runs as per-step cells."""
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
         super().__init__()
@@ -79,21 +86,15 @@ class LSTMCore(nn.Module):
         steps, batch = x.shape[0], x.shape[1]
         if state is None:
             state = self.initial_state(batch, x.device, x.dtype)
-        if steps == 1:  # one step (rollout collection): the cell kernel has less overhead
-            h, c = state
-            if done is not None:
-                keep = (~done[0]).to(x.dtype).unsqueeze(1)
-                h, c = h * keep, c * keep
-            lstm = self.lstm
-            h, c = torch.lstm_cell(x[0], (h, c), lstm.weight_ih_l0, lstm.weight_hh_l0,
-                                   lstm.bias_ih_l0, lstm.bias_hh_l0)
-            return h.unsqueeze(0), (h, c), None
-        h, c = state[0].unsqueeze(0), state[1].unsqueeze(0)
-        cuts = [0, steps]
+        if steps == 1:  # one step (rollout collection)
+            return self._cells(x, state, done)
+        inner: list[int] = []  # steps after the first where some row resets
         if done is not None:
-            any_done = done.any(1)
-            any_done[0] = True
-            cuts = sorted(set(torch.nonzero(any_done).flatten().tolist()) | {steps})
+            inner = (torch.nonzero(done[1:].any(1)).flatten() + 1).tolist()
+        if inner and steps <= self.max_cell_steps:
+            return self._cells(x, state, done)
+        h, c = state[0].unsqueeze(0), state[1].unsqueeze(0)
+        cuts = [0, *inner, steps]
         outs = []
         for a, b in zip(cuts[:-1], cuts[1:]):
             if done is not None:
@@ -102,6 +103,19 @@ class LSTMCore(nn.Module):
             out, (h, c) = self.lstm(x[a:b], (h, c))
             outs.append(out)
         return torch.cat(outs) if len(outs) > 1 else outs[0], (h[0], c[0]), None
+
+    def _cells(self, x: Tensor, state: State, done: Tensor | None) -> tuple[Tensor, State, None]:
+        """One ``torch.lstm_cell`` per step, resetting rows before each step."""
+        lstm, (h, c) = self.lstm, state
+        keep = None if done is None else (~done).to(x.dtype).unsqueeze(-1)  # (T, B, 1)
+        outs = []
+        for t in range(x.shape[0]):
+            if keep is not None:
+                h, c = h * keep[t], c * keep[t]
+            h, c = torch.lstm_cell(x[t], (h, c), lstm.weight_ih_l0, lstm.weight_hh_l0,
+                                   lstm.bias_ih_l0, lstm.bias_hh_l0)
+            outs.append(h)
+        return torch.stack(outs) if len(outs) > 1 else h.unsqueeze(0), (h, c), None
 
 
 @register_memory("rim")

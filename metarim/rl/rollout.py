@@ -95,52 +95,57 @@ class RolloutCollector:
             return self._collect()
 
     def _collect(self) -> Rollout:
+        # Per step, only the policy call and the env step touch torch or the envs; the
+        # rest is NumPy writes into preallocated arrays and list appends, stacked once at
+        # the end (each small torch op costs a few microseconds of dispatch).
         T, B = self.num_steps, self.num_envs
-        obs_buf = {k: torch.empty((T, B, *v.shape[1:]), dtype=torch.from_numpy(v).dtype)
-                   for k, v in self.obs.items()}
-        mem_buf = tuple(torch.empty((T, *m.shape), dtype=m.dtype) for m in self.memory)
-        actions = torch.empty(T, B, dtype=torch.long)
-        logprobs, values, rewards = (torch.empty(T, B) for _ in range(3))
-        starts, ends = torch.empty(T, B, dtype=torch.bool), torch.empty(T, B, dtype=torch.bool)
-        masks: list[Tensor] = []
+        obs_buf = {k: np.empty((T, B, *v.shape[1:]), dtype=v.dtype) for k, v in self.obs.items()}
+        starts, ends = np.empty((T, B), dtype=bool), np.empty((T, B), dtype=bool)
+        rewards = np.empty((T, B), dtype=np.float32)
+        mem_steps: list[State] = []
+        actions, logprobs, values, masks = [], [], [], []
         episodes: list[dict[str, float]] = []
         for t in range(T):
             for k, v in self.obs.items():
-                obs_buf[k][t] = torch.from_numpy(v)
-            for buf, m in zip(mem_buf, self.memory):
-                buf[t] = m
-            start = torch.from_numpy(self.start)
-            starts[t] = start
-            obs_t = {k: obs_buf[k][t : t + 1] for k in obs_buf}
-            done = start.unsqueeze(0) if self.reset_memory else None
+                obs_buf[k][t] = v
+            starts[t] = self.start
+            mem_steps.append(self.memory)
+            obs_t = {k: torch.from_numpy(v[t : t + 1]) for k, v in obs_buf.items()}
+            done = torch.from_numpy(starts[t : t + 1]) if self.reset_memory else None
             logits, value, self.memory, mask = self.policy(obs_t, self.memory, done)
             act, logp = sample_actions(logits[0])
-            actions[t], logprobs[t], values[t] = act, logp, value[0]
+            actions.append(act)
+            logprobs.append(logp)
+            values.append(value[0])
             if mask is not None:
                 masks.append(mask[0])
             obs, rew, term, trunc, _ = self.envs.step(act.numpy())
             end = np.logical_or(term, trunc)
-            rewards[t] = torch.from_numpy(np.asarray(rew, dtype=np.float32))
-            ends[t] = torch.from_numpy(end)
+            rewards[t] = rew
+            ends[t] = end
             self.ep_return += rew
             self.ep_length += 1
-            for b in np.flatnonzero(end):
-                episodes.append({
-                    "return": float(self.ep_return[b]),
-                    "length": int(self.ep_length[b]),
-                    "success": float(bool(term[b]) and rew[b] > 0),
-                    "env": int(b),
-                })
-            self.ep_return[end] = 0.0
-            self.ep_length[end] = 0
+            if end.any():
+                for b in np.flatnonzero(end):
+                    episodes.append({
+                        "return": float(self.ep_return[b]),
+                        "length": int(self.ep_length[b]),
+                        "success": float(bool(term[b]) and rew[b] > 0),
+                        "env": int(b),
+                    })
+                self.ep_return[end] = 0.0
+                self.ep_length[end] = 0
             self.obs = {k: np.asarray(v) for k, v in obs.items()}
             self.start = end
         obs_t = {k: torch.from_numpy(v).unsqueeze(0) for k, v in self.obs.items()}
         done = torch.from_numpy(self.start).unsqueeze(0) if self.reset_memory else None
         _, last_value, _, _ = self.policy(obs_t, self.memory, done)
         return Rollout(
-            obs=obs_buf, actions=actions, logprobs=logprobs, values=values, rewards=rewards,
-            starts=starts, ends=ends, memory=mem_buf,
+            obs={k: torch.from_numpy(v) for k, v in obs_buf.items()},
+            actions=torch.stack(actions), logprobs=torch.stack(logprobs).float(),
+            values=torch.stack(values).float(), rewards=torch.from_numpy(rewards),
+            starts=torch.from_numpy(starts), ends=torch.from_numpy(ends),
+            memory=tuple(torch.stack(m) for m in zip(*mem_steps)),
             masks=torch.stack(masks) if masks else None,
             last_value=last_value[0], episodes=episodes,
         )
