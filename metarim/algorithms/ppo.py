@@ -208,7 +208,10 @@ class A2C(PPO):
         adv, ret = gae(rollout.rewards, rollout.values, rollout.ends, rollout.last_value,
                        gamma=c.gamma, lam=c.gae_lambda)
         R = c.recurrence
-        obs = {"image": windows(rollout.obs["image"], R), "mission": windows(rollout.obs["mission"], R)}
+        tables = distinct_obs(rollout.obs)
+        obs = {"image": tables["image"], "mission": tables["mission"],
+               "image_index": windows(tables["image_index"], R),
+               "mission_index": windows(tables["mission_index"], R)}
         mem0 = tuple(m[::R].reshape(-1, *m.shape[2:]) for m in rollout.memory)
         logits, values, _, _ = self.policy(obs, mem0, windows(rollout.starts, R))
         logp_all = torch.log_softmax(logits, -1)
