@@ -89,6 +89,21 @@ def make_config(name: str, args: argparse.Namespace, seed: int) -> Any:
                                   "threads": 1, "env_backend": args.env_backend, **over})
 
 
+def training_seconds(rows: list[dict[str, str]]) -> float:
+    """Seconds spent in updates, from ``metrics.csv`` rows: ``collect_s + update_s`` where
+    the learner logs them (PPO, Meta-RIM), else the row's new frames over its ``fps``
+    (MAML, Reptile log only the rate)."""
+    total, before = 0.0, 0.0
+    for r in rows:
+        frames = float(r["frames"])
+        if r.get("collect_s"):
+            total += float(r["collect_s"]) + float(r["update_s"])
+        else:
+            total += (frames - before) / float(r["fps"])
+        before = frames
+    return total
+
+
 def measure(name: str, seed: int, args: argparse.Namespace, folder: pathlib.Path) -> dict[str, Any]:
     """Measures one trained run folder (its last checkpoint); returns plain data."""
     import csv
@@ -105,7 +120,7 @@ def measure(name: str, seed: int, args: argparse.Namespace, folder: pathlib.Path
     with open(folder / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     curve = [[float(r[k]) for k in ("frames", "success_rate", "return_mean", "episodes")] for r in rows]
-    train_s = sum(float(r.get("collect_s") or 0) + float(r.get("update_s") or 0) for r in rows) or float("nan")
+    train_s = training_seconds(rows)
     say = lambda s: print(f"[{name} s{seed}]{s}", file=sys.stderr, flush=True)  # noqa: E731
     held = make_task_samplers(config)[1].tasks[0]
     adapt = fast_adaptation(policy, config, held, vocab, steps=ADAPT_STEPS, episodes=args.episodes,
