@@ -291,6 +291,22 @@ def test_learners_resume_from_state_dict():
         a.close(), b.close()
 
 
+def test_metarim_reports_outer_loss_parts():
+    """Entropy, approximate KL and clip fraction of the outer chunks. With no inner step
+    and one minibatch (all 16 frames) in one epoch, the outer loss sees the collecting
+    parameters, so the ratio is exactly 1: KL 0, nothing clipped. With 4 epochs, later
+    epochs see moved parameters."""
+    learner = make_learner(tiny(algo="metarim", memory="rim", epochs=1, inner_lr=0.0))
+    m = learner.step()
+    learner.close()
+    assert 0 < m["losses/entropy"] <= math.log(7) + 1e-6
+    assert abs(m["losses/approx_kl"]) < 1e-6 and m["losses/clip_frac"] == 0.0
+    learner = make_learner(tiny(algo="metarim", memory="rim", epochs=4, lr=0.05, clip=0.01))
+    m = learner.step()
+    learner.close()
+    assert m["losses/approx_kl"] > 1e-6 and m["losses/clip_frac"] > 0
+
+
 def test_metarim_needs_rim_and_two_chunks():
     with pytest.raises(ValueError, match="memory='rim'"):
         tiny(algo="metarim", memory="lstm")

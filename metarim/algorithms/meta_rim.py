@@ -30,10 +30,13 @@ first-order pass with A2C inner steps, so that chunk :math:`i` is collected by t
 online-adapted :math:`\theta_i`); then ``epochs`` passes split the env columns into
 minibatches of ``batch_size // num_steps`` columns and take one Adam step per minibatch,
 each time re-running the inner chain on those columns from the current
-:math:`(\theta, \phi)`; in the first epoch the ratio to the collecting
-policy is exactly 1, so :math:`L_i` there has the A2C policy gradient, and the clipping
-only matters in later epochs, where it keeps the re-used data trustworthy (PPO's reason
-for clipping). The memory is detached at chunk boundaries
+:math:`(\theta, \phi)`. For the first minibatch the ratio to the collecting policy is
+1 on chunk 0 and close to 1 on later chunks (the collection pass adapted with A2C steps
+on chunk-local advantages, the chain here with the PPO loss on sequence advantages), so
+:math:`L_i` there has about the A2C policy gradient; the clipping matters as the
+parameters move over minibatches and epochs, where it keeps the re-used data
+trustworthy (PPO's reason for clipping). ``losses/approx_kl`` and ``losses/clip_frac``
+report how far they moved. The memory is detached at chunk boundaries
 (each chunk is re-run from its stored memory) and, with ``reset_memory=True`` (default),
 zeroed at episode starts: what carries over from one episode to the next is the fast
 weights, not the activations.
@@ -142,10 +145,13 @@ class MetaRIM(Learner):
         active: list[float] = []
         outer: list[float] = []
         norms: list[float] = []
+        diag: dict[str, list[float]] = {"entropy": [], "approx_kl": [], "clip_frac": []}
         for _ in range(c.epochs):
             for cols in torch.randperm(c.num_envs).split(self.columns):
                 part = [select_columns(r, cols) for r in chunks]
-                loss, inn, act = self._meta_loss(part, [(a[:, cols], r[:, cols]) for a, r in targets])
+                loss, inn, act, parts = self._meta_loss(part, [(a[:, cols], r[:, cols]) for a, r in targets])
+                for k in diag:
+                    diag[k].append(float(parts[k]))
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), c.max_grad_norm)
@@ -170,6 +176,7 @@ class MetaRIM(Learner):
             "losses/outer": mean(outer),
             "losses/grad_norm": mean(norms),
             "meta/active_fraction": mean(active),
+            **{f"losses/{k}": mean(v) for k, v in diag.items()},
             "time/fps": frames / elapsed,
             "time/collect_s": collect_s,
             "time/update_s": elapsed - collect_s,
@@ -177,25 +184,30 @@ class MetaRIM(Learner):
 
     def _meta_loss(
         self, chunks: list[Rollout], targets: list[tuple[torch.Tensor, torch.Tensor]]
-    ) -> tuple[torch.Tensor, list[float], list[float]]:
+    ) -> tuple[torch.Tensor, list[float], list[float], dict[str, torch.Tensor]]:
         """The inner chain over ``chunks`` and the outer loss (see module docstring);
-        ``targets``: each chunk's ``(advantages, returns)`` from :func:`sequence_targets`."""
+        ``targets``: each chunk's ``(advantages, returns)`` from :func:`sequence_targets`.
+
+        Returns the outer loss, the inner losses, the active fractions and the outer
+        chunks' mean detached loss parts (entropy, approximate KL, clip fraction, ...)."""
         c = self.config
         learner = self.meta.clone()
-        outer, inner, active = [], [], []
+        outer, inner, active, parts = [], [], [], []
         for i, (chunk, target) in enumerate(zip(chunks, targets)):
-            loss, _, masks = rollout_a2c_loss(learner, chunk, c, reset_memory=c.reset_memory, kind="ppo",
-                                              targets=target)
+            loss, part, masks = rollout_a2c_loss(learner, chunk, c, reset_memory=c.reset_memory, kind="ppo",
+                                                 targets=target)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite loss ({loss.item()}) at update {self.updates}")
             if i > 0 or c.outer_chunks == "all":
                 outer.append(loss)
+                parts.append(part)
             if i < len(chunks) - 1:
                 inner.append(loss.item())
                 act = reduce_activity(masks)
                 active.append(float(act.mean()))
                 learner.adapt(loss, active=act, retain_graph=True)
-        return torch.stack(outer).mean(), inner, active
+        return (torch.stack(outer).mean(), inner, active,
+                {k: torch.stack([p[k] for p in parts]).mean() for k in parts[0]})
 
     @torch.no_grad()
     def _carry(self, before: dict[str, torch.Tensor], adapted: dict[str, torch.Tensor]) -> None:
