@@ -181,8 +181,8 @@ def _meta_rim_with_fixed_chunks(monkeypatch, **kw):
 
 
 def _reference(learner, cfg, chunks, first_order):
-    """θ_{i+1} = θ_i − α M(a_i) ∇θ_i L_i; outer = mean_{i≥1} L_i(θ_i) (PPO surrogate, GAE over
-    the whole sequence); its gradient."""
+    """θ_{i+1} = θ_i − α M(a_i) ∇θ_i L_i; outer = mean_{i≥1} L_i(θ_i) (mean over i≥0 with
+    ``outer_chunks="all"``; PPO surrogate, GAE over the whole sequence); its gradient."""
     leaves = dict(learner.policy.named_parameters())
     fast = set(learner.meta.partition.fast)
     params = dict(leaves)
@@ -192,7 +192,7 @@ def _reference(learner, cfg, chunks, first_order):
     assert not torch.allclose(targets[0][0], alone), "sequence GAE = per-chunk GAE here: the test could not tell"
     for i, chunk in enumerate(chunks):
         loss, _, masks = func_loss(learner.policy, params, chunk, cfg, kind="ppo", targets=targets[i])
-        if i > 0:
+        if i > 0 or cfg.outer_chunks == "all":
             outer.append(loss)
         if i < len(chunks) - 1:
             block = learner.meta.partition.block_masks(reduce_activity(masks), dtype=torch.float64)
@@ -206,10 +206,11 @@ def _reference(learner, cfg, chunks, first_order):
     return dict(zip(leaves, ref))
 
 
-@pytest.mark.parametrize("first_order", [False, True])
-def test_meta_rim_outer_gradient_matches_reference(monkeypatch, first_order):
+@pytest.mark.parametrize("first_order,outer_chunks", [(False, "adapted"), (True, "adapted"), (False, "all")])
+def test_meta_rim_outer_gradient_matches_reference(monkeypatch, first_order, outer_chunks):
     _never_select_last(monkeypatch)
-    learner, cfg, chunks, got = _meta_rim_with_fixed_chunks(monkeypatch, first_order=first_order)
+    learner, cfg, chunks, got = _meta_rim_with_fixed_chunks(monkeypatch, first_order=first_order,
+                                                            outer_chunks=outer_chunks)
     assert learner.num_chunks == 2
     ref = _reference(learner, cfg, chunks, first_order)
     for n, r in ref.items():
