@@ -11,8 +11,11 @@ with ``num_steps=64``, ``chunk_length=32``):
 * ``no-inner`` — ``inner_lr=0``: the same data layout, losses and optimiser steps with
   no fast adaptation (what the inner step adds; the outer loss still sees chunks 1..C-1);
 * ``first-order`` — first-order meta-gradient;
-* ``outer-all`` — ``outer_chunks="all"``: the outer loss also includes chunk 0 under the
-  unadapted weights, so no collected frame is left out of the slow weights' loss;
+* ``outer-all`` — ``outer_chunks="all"`` (the default since session 2): the outer loss
+  also includes chunk 0 under the unadapted weights, so no collected frame is left out
+  of the slow weights' loss;
+* ``outer-adapted`` — ``outer_chunks="adapted"``: the MAML split, outer loss only on the
+  chunks after an inner step (the default until session 2; stalls at ~0.6);
 * ``inner-lr-0.1`` — ``inner_lr=0.1`` (the default until session 2; the default is now
   10): the masked inner step moves the module weights by ~1e-5 of their norm and the
   action probabilities by ~1e-4, i.e. it does nothing (``benchmarks/inner_lr.py``);
@@ -43,6 +46,7 @@ VARIANTS = {
     "no-inner": {"inner_lr": 0.0},
     "first-order": {"first_order": True},
     "outer-all": {"outer_chunks": "all"},
+    "outer-adapted": {"outer_chunks": "adapted"},
     "inner-lr-0.1": {"inner_lr": 0.1},
     "inner-lr-10": {"inner_lr": 10.0},
     "ppo-like": {"inner_lr": 0.0, "outer_chunks": "all", "chunk_length": 4},
