@@ -32,24 +32,28 @@ import pathlib
 import torch
 
 
-def measure(meta, chunks, targets, config, kind: str = "ppo") -> dict[str, float]:
+def _loss(module, chunks, targets, config, kind: str, i: int) -> float:
+    """Chunk ``i``'s loss under ``module``, no gradient."""
+    from metarim.algorithms.meta_common import rollout_a2c_loss
+
+    with torch.no_grad():
+        return rollout_a2c_loss(module, chunks[i], config, kind=kind, targets=targets[i])[0].item()
+
+
+def _probs(module, chunk) -> torch.Tensor:
+    """Action probabilities of ``module`` over ``chunk``, re-run from its stored memory."""
+    with torch.no_grad():
+        logits = module({"image": chunk.obs["image"], "mission": chunk.obs["mission"]},
+                        tuple(m[0] for m in chunk.memory), chunk.starts)[0]
+    return logits.softmax(-1)
+
+
+def measure(meta, chunks, targets, config, kind: str, unadapted: tuple[float, torch.Tensor]) -> dict[str, float]:
     """One inner step of ``meta`` (``MaskedMAML`` or learn2learn ``MAML``) on ``chunks[0]``;
-    its effect on both chunks."""
+    its effect on both chunks. ``unadapted``: chunk 1's loss and action probabilities
+    under the unadapted policy (the same for every rate, so computed once per pair)."""
     from metarim.algorithms.meta_common import quiet_nonleaf_grad, rollout_a2c_loss
     from metarim.params import reduce_activity
-
-    policy = meta.module
-
-    def loss_of(module: torch.nn.Module, i: int) -> float:
-        with torch.no_grad():
-            return rollout_a2c_loss(module, chunks[i], config, kind=kind, targets=targets[i])[0].item()
-
-    def probs(module: torch.nn.Module) -> torch.Tensor:
-        r = chunks[1]
-        with torch.no_grad():
-            logits = module({"image": r.obs["image"], "mission": r.obs["mission"]},
-                            tuple(m[0] for m in r.memory), r.starts)[0]
-        return logits.softmax(-1)
 
     masked = hasattr(meta, "partition")
     with quiet_nonleaf_grad():
@@ -61,9 +65,10 @@ def measure(meta, chunks, targets, config, kind: str = "ppo") -> dict[str, float
         else:
             learner.adapt(loss)
     step = sum((t.detach() - before[n]).square().sum() for n, t in learner.module.named_parameters())
-    dp = (probs(learner) - probs(policy)).abs()
-    return {"loss0_before": loss.item(), "loss0_after": loss_of(learner, 0),
-            "loss1_before": loss_of(policy, 1), "loss1_after": loss_of(learner, 1),
+    loss1, probs1 = unadapted
+    dp = (_probs(learner, chunks[1]) - probs1).abs()
+    return {"loss0_before": loss.item(), "loss0_after": _loss(learner, chunks, targets, config, kind, 0),
+            "loss1_before": loss1, "loss1_after": _loss(learner, chunks, targets, config, kind, 1),
             "max_dp": dp.max().item(), "mean_dp": dp.mean().item(), "step_norm": float(step) ** 0.5}
 
 
@@ -96,16 +101,17 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: {args.run} has memory={config.memory!r}; the masked step needs a RIM run")
     envs = make_vec_env(Task(config.env), args.num_envs, seed=args.seed, vocab=vocab, backend=args.env_backend)
     collector = RolloutCollector(envs, policy, args.chunk_length)
+    if args.rule == "masked":  # Meta-RIM's step and loss
+        kind, make = "ppo", lambda lr: MaskedMAML(policy, lr, first_order=True)
+    else:  # MAML's
+        kind, make = "a2c", lambda lr: l2l.algorithms.MAML(policy, lr=lr, first_order=True)
     rows: dict[float, list[dict[str, float]]] = {lr: [] for lr in args.rates}
     for _ in range(args.pairs):
         chunks = [collector.collect() for _ in range(2)]
         targets = sequence_targets(chunks, config)
+        unadapted = (_loss(policy, chunks, targets, config, kind, 1), _probs(policy, chunks[1]))
         for lr in args.rates:
-            if args.rule == "masked":
-                rows[lr].append(measure(MaskedMAML(policy, lr, first_order=True), chunks, targets, config))
-            else:
-                rows[lr].append(measure(l2l.algorithms.MAML(policy, lr=lr, first_order=True), chunks, targets,
-                                        config, kind="a2c"))
+            rows[lr].append(measure(make(lr), chunks, targets, config, kind, unadapted))
     envs.close()
     table = [{"inner_lr": lr, **{k: sum(r[k] for r in rs) / len(rs) for k in rs[0]}} for lr, rs in rows.items()]
     fast = MaskedMAML(policy, 1.0).partition.fast if args.rule == "masked" else dict(policy.named_parameters())
