@@ -14,6 +14,12 @@ splits into ``collect_env_s`` (inside ``envs.step``) and ``collect_policy_s`` (p
 forward, sampling and bookkeeping), all wall seconds; ``load_before``/``load_after`` are
 the 1-minute load averages (read the ratios with them).
 
+``--env-worker`` trains with ``env_worker=True`` (the envs in a background process,
+stepped half at a time while the policy acts on the other half) and adds ``env_worker``,
+the env-only rate of that worker env; the ``ratio_*`` stay against the in-process env
+(the faster of the two env-only rates) and ``ratio_*_vs_worker_env`` are against the
+worker env's. CPU time and peak memory then include the worker process's.
+
 ``--interleave`` measures each memory in one process that alternates an env-only block
 of ``num_steps`` steps (random actions, its own vector env of the same task) with one
 training step of the same number of frames: the ratios mean the same, but a background
@@ -32,24 +38,35 @@ import sys
 import time
 
 
-def _env_only(env: str, num_envs: int, frames: int) -> dict:
+def _worker_cpu(envs) -> float:
+    """CPU seconds of ``envs``' worker process so far (0 for an in-process env)."""
+    return envs.cpu_seconds() if hasattr(envs, "cpu_seconds") else 0.0
+
+
+def _worker_peak_mb(envs) -> float:
+    return envs.peak_rss_mb() if hasattr(envs, "peak_rss_mb") else 0.0
+
+
+def _env_only(env: str, num_envs: int, frames: int, worker: bool = False) -> dict:
     import numpy as np
 
     from metarim.tasks import Task, Vocab, make_vec_env
 
-    envs = make_vec_env(Task(env), num_envs, seed=0, vocab=Vocab())
+    envs = make_vec_env(Task(env), num_envs, seed=0, vocab=Vocab(), worker=worker)
     envs.reset()
     rng = np.random.default_rng(0)
     n = envs.single_action_space.n
     steps = frames // num_envs
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0, c0, w0 = time.perf_counter(), time.process_time(), _worker_cpu(envs)
     for _ in range(steps):
         envs.step(rng.integers(0, n, size=num_envs))
+    cpu = time.process_time() - c0 + _worker_cpu(envs) - w0
     return {"fps": steps * num_envs / (time.perf_counter() - t0),
-            "fps_cpu": steps * num_envs / (time.process_time() - c0)}
+            "fps_cpu": steps * num_envs / cpu, "worker_peak_rss_mb": _worker_peak_mb(envs)}
 
 
-def _train(env: str, num_envs: int, frames: int, memory: str, threads: int, batch: int) -> dict:
+def _train(env: str, num_envs: int, frames: int, memory: str, threads: int, batch: int,
+           worker: bool = False) -> dict:
     import torch
 
     from metarim.algorithms import make_learner
@@ -57,27 +74,33 @@ def _train(env: str, num_envs: int, frames: int, memory: str, threads: int, batc
 
     torch.set_num_threads(threads)
     kw = {} if batch is None else {"batch_size": batch}
-    learner = make_learner(TrainConfig(env=env, num_envs=num_envs, memory=memory, frames=frames, **kw))
+    learner = make_learner(TrainConfig(env=env, num_envs=num_envs, memory=memory, frames=frames,
+                                       env_worker=worker, **kw))
     learner.step()  # warm-up (allocations, first env resets)
-    env_step, env_s = learner.envs.step, [0.0]
+    env_s = [0.0]
 
-    def timed_step(actions):  # env time inside collection, to split collect_s
-        t = time.perf_counter()
-        out = env_step(actions)
-        env_s[0] += time.perf_counter() - t
-        return out
+    def timed(fn):  # env time inside collection (with a worker: waiting for it), to split collect_s
+        def wrapper(*args):
+            t = time.perf_counter()
+            out = fn(*args)
+            env_s[0] += time.perf_counter() - t
+            return out
+        return wrapper
 
-    learner.envs.step = timed_step
-    t0, c0, f0 = time.perf_counter(), time.process_time(), learner.frames
+    learner.envs.step = timed(learner.envs.step)
+    if worker:
+        learner.envs.step_wait = timed(learner.envs.step_wait)
+    envs = learner.envs
+    t0, c0, f0, w0 = time.perf_counter(), time.process_time(), learner.frames, _worker_cpu(envs)
     collect = update = 0.0
     while learner.frames - f0 < frames:
         m = learner.step()
         collect += m["time/collect_s"]
         update += m["time/update_s"]
-    dt, dc = time.perf_counter() - t0, time.process_time() - c0
+    dt, dc = time.perf_counter() - t0, time.process_time() - c0 + _worker_cpu(envs) - w0
     return {"fps": (learner.frames - f0) / dt, "fps_cpu": (learner.frames - f0) / dc,
             "collect_s": collect, "collect_env_s": env_s[0], "collect_policy_s": collect - env_s[0],
-            "update_s": update}
+            "update_s": update, "worker_peak_rss_mb": _worker_peak_mb(envs)}
 
 
 def _interleaved(env: str, num_envs: int, frames: int, memory: str, threads: int, batch: int) -> dict:
@@ -128,26 +151,35 @@ def main() -> None:
     p.add_argument("--interleave", action="store_true",
                    help="per memory, alternate env-only blocks and training steps in one process "
                         "(for a machine with a changing background load)")
+    p.add_argument("--env-worker", action="store_true",
+                   help="train with env_worker=True and also measure the worker env's env-only rate")
     p.add_argument("--mode", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.mode is not None:
         if a.mode.startswith("interleave-"):
             res = _interleaved(a.env, a.num_envs, a.frames, a.mode.split("-", 1)[1], a.threads, a.batch_size)
-        elif a.mode == "env":
-            res = _env_only(a.env, a.num_envs, a.frames)
+        elif a.mode in ("env", "env_worker"):
+            res = _env_only(a.env, a.num_envs, a.frames, a.mode == "env_worker")
         else:
-            res = _train(a.env, a.num_envs, a.frames, a.mode, a.threads, a.batch_size)
-        res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            res = _train(a.env, a.num_envs, a.frames, a.mode, a.threads, a.batch_size, a.env_worker)
+        # the worker's peak adds to the main process's (both are resident at once)
+        res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 + res.pop(
+            "worker_peak_rss_mb", 0.0)
         print(json.dumps(res))
         return
+    if a.interleave and a.env_worker:
+        p.error("--interleave and --env-worker: choose one")
     out = {"env": a.env, "num_envs": a.num_envs, "frames": a.frames, "threads": a.threads,
-           "batch_size": a.batch_size, "load_before": os.getloadavg()[0]}
-    modes = ("interleave-lstm", "interleave-rim") if a.interleave else ("env", "lstm", "rim")
+           "batch_size": a.batch_size, "env_worker": a.env_worker, "load_before": os.getloadavg()[0]}
+    modes = (("interleave-lstm", "interleave-rim") if a.interleave
+             else ("env", "env_worker", "lstm", "rim") if a.env_worker else ("env", "lstm", "rim"))
     for mode in modes:
         cmd = [sys.executable, __file__, "--mode", mode, "--env", a.env, "--num-envs", str(a.num_envs),
                "--frames", str(a.frames), "--threads", str(a.threads)]
         if a.batch_size is not None:
             cmd += ["--batch-size", str(a.batch_size)]
+        if a.env_worker:
+            cmd += ["--env-worker"]
         out[mode] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     if a.interleave:
         for mode in ("lstm", "rim"):
@@ -161,7 +193,9 @@ def main() -> None:
     for mode in ("lstm", "rim"):
         out[f"ratio_{mode}"] = out[mode]["fps"] / out["env"]["fps"]
         out[f"ratio_{mode}_cpu"] = out[mode]["fps_cpu"] / out["env"]["fps_cpu"]
-    out["peak_rss_mb"] = max(out[m]["peak_rss_mb"] for m in ("env", "lstm", "rim"))
+        if a.env_worker:
+            out[f"ratio_{mode}_vs_worker_env"] = out[mode]["fps"] / out["env_worker"]["fps"]
+    out["peak_rss_mb"] = max(out[m]["peak_rss_mb"] for m in modes)
     out["load_after"] = os.getloadavg()[0]
     print(json.dumps(out, indent=2))
 

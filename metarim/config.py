@@ -42,6 +42,11 @@ class TrainConfig:
     """Gymnasium level id."""
     env_backend: str = "minigrid"
     """``minigrid`` or ``tensor`` (batched torch GoTo levels, ``metarim.envs``; same episodes)."""
+    env_worker: bool = False
+    """``minigrid`` envs in a background process, stepped half at a time while the policy
+    acts on the other half (:class:`~metarim.tasks.worker.WorkerVecEnv`): uses a second core,
+    same episodes; the actions are sampled per half, so a seed's trajectories differ from
+    the in-process env's. ``ppo``/``a2c``/``metarim`` only."""
     frames: int = 100_000
     """Total environment frames to train for."""
     seed: int = 0
@@ -156,6 +161,9 @@ class TrainConfig:
             raise ValueError(f"hidden_size={self.hidden_size} must be divisible by num_units={self.num_units}")
         if self.env_backend not in ("minigrid", "tensor"):
             raise ValueError(f"env_backend={self.env_backend!r} must be 'minigrid' or 'tensor'")
+        if self.env_worker and (self.env_backend != "minigrid" or self.algo in ("maml", "reptile")):
+            raise ValueError("env_worker=True needs env_backend='minigrid' and a learner with one "
+                             f"vector env (ppo, a2c, metarim), not {self.env_backend!r}/{self.algo!r}")
         if self.combine not in ("film", "concat"):
             raise ValueError(f"combine={self.combine!r} must be 'film' or 'concat'")
         if not isinstance(self.algo_options, dict):

@@ -80,8 +80,12 @@ def run_state(folder: pathlib.Path, config: dict[str, Any]) -> str:
 
     if not folder.is_dir() or not any(folder.iterdir()):
         return "new"
+    from metarim.config import TrainConfig
+
     try:
-        saved = json.loads((folder / "config.json").read_text())["config"]
+        # through TrainConfig, so that a field added since the run was saved takes its
+        # default instead of making every older run a conflict
+        saved = TrainConfig.from_dict(json.loads((folder / "config.json").read_text())["config"]).to_dict()
     except (OSError, ValueError, KeyError, TypeError):
         return "conflict"
     if {k: v for k, v in saved.items() if k != "frames"} != {k: v for k, v in config.items() if k != "frames"}:

@@ -248,3 +248,21 @@ def test_worker_killed_by_a_signal_fails_only_its_run(tmp_path: pathlib.Path) ->
     assert results[runs[0].name]["status"] == "failed"
     assert results[runs[0].name]["error"] == "worker process died (exit code -9)"
     assert results[runs[1].name]["status"] == "done"
+
+
+def test_run_saved_before_a_config_field_existed_is_not_a_conflict(tmp_path: pathlib.Path) -> None:
+    """A field added later takes its default when an older run folder is compared; a real
+    difference (or a field the code no longer knows) stays a conflict."""
+    from metarim.config import TrainConfig
+
+    config = TrainConfig(env="BabyAI-GoToLocalS6N2-v0", frames=4096).to_dict()
+    folder = tmp_path / "run"
+    folder.mkdir()
+    old = {k: v for k, v in config.items() if k != "env_worker"}  # as saved before session 3
+    (folder / "config.json").write_text(json.dumps({"config": old}))
+    assert run_state(folder, config) == "new"  # no checkpoint yet, but no conflict
+    assert run_state(folder, {**config, "frames": 8192}) == "new"
+    assert run_state(folder, {**config, "lr": 1e-3}) == "conflict"
+    assert run_state(folder, {**config, "env_worker": True}) == "conflict"
+    (folder / "config.json").write_text(json.dumps({"config": {**old, "no_such_field": 1}}))
+    assert run_state(folder, config) == "conflict"

@@ -108,7 +108,7 @@ class MetaRIM(Learner):
         self.train_tasks, self.held_out_tasks = make_task_samplers(config)
         tasks = [self.train_tasks.tasks[b % len(self.train_tasks.tasks)] for b in range(config.num_envs)]
         self.envs = make_vec_env(tasks, config.num_envs, seed=config.seed, vocab=self.vocab,
-                                 backend=config.env_backend)
+                                 backend=config.env_backend, worker=config.env_worker)
         self.policy = build_policy(config, int(self.envs.single_action_space.n), self.vocab)
         self.meta = MaskedMAML(self.policy, config.inner_lr, first_order=config.first_order)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr, eps=1e-5)

@@ -70,7 +70,7 @@ class PPO(Learner):
         super().__init__(config)
         torch.manual_seed(config.seed)
         self.envs = make_vec_env(Task(config.env), config.num_envs, seed=config.seed, vocab=self.vocab,
-                                 backend=config.env_backend)
+                                 backend=config.env_backend, worker=config.env_worker)
         self.policy = build_policy(config, int(self.envs.single_action_space.n), self.vocab)
         # not fused=True: that kernel is 0.5 ms cheaper per step (~1.5 % of an update) but
         # rounds differently, and DoorKey-5x5 is chaotic enough that seed 0 then missed the

@@ -98,77 +98,125 @@ class RolloutCollector:
         # Per step, only the policy call and the env step touch torch or the envs; the
         # rest is NumPy writes into preallocated arrays and list appends, stacked once at
         # the end (each small torch op costs a few microseconds of dispatch).
+        #
+        # With a WorkerVecEnv the envs are stepped slice by slice in its process: slice j's
+        # policy call for step t runs while the worker steps slice j - 1, so the policy
+        # and the envs overlap. Each slice's memory, actions and values are kept apart and
+        # joined along the batch axis at the end; with one slice this is the plain loop.
         T, B = self.num_steps, self.num_envs
+        slices = getattr(self.envs, "slices", None)
+        piped = slices is not None and hasattr(self.envs, "step_async")
+        if not piped:
+            slices = [slice(0, B)]
         obs_buf = {k: np.empty((T, B, *v.shape[1:]), dtype=v.dtype) for k, v in self.obs.items()}
         starts, ends = np.empty((T, B), dtype=bool), np.empty((T, B), dtype=bool)
         rewards = np.empty((T, B), dtype=np.float32)
-        mem_steps: list[State] = []
-        actions, logprobs, values, masks = [], [], [], []
+        memory = [tuple(m[s] for m in self.memory) for s in slices]
+        mem_steps: list[list[State]] = [[] for _ in slices]
+        actions, logprobs, values, masks = ([[] for _ in slices] for _ in range(4))
         episodes: list[dict[str, float]] = []
-        for t in range(T):
+
+        def act(t: int, j: int) -> np.ndarray:
+            s = slices[j]
             for k, v in self.obs.items():
-                obs_buf[k][t] = v
-            starts[t] = self.start
-            mem_steps.append(self.memory)
-            obs_t = {k: torch.from_numpy(v[t : t + 1]) for k, v in obs_buf.items()}
-            done = torch.from_numpy(starts[t : t + 1]) if self.reset_memory else None
-            logits, value, self.memory, mask = self.policy(obs_t, self.memory, done)
-            act, logp = sample_actions(logits[0])
-            actions.append(act)
-            logprobs.append(logp)
-            values.append(value[0])
+                obs_buf[k][t, s] = v[s]
+            starts[t, s] = self.start[s]
+            mem_steps[j].append(memory[j])
+            obs_t = {k: torch.from_numpy(v[t : t + 1, s]) for k, v in obs_buf.items()}
+            done = torch.from_numpy(starts[t : t + 1, s]) if self.reset_memory else None
+            logits, value, memory[j], mask = self.policy(obs_t, memory[j], done)
+            a, logp = sample_actions(logits[0])
+            actions[j].append(a)
+            logprobs[j].append(logp)
+            values[j].append(value[0])
             if mask is not None:
-                masks.append(mask[0])
-            obs, rew, term, trunc, _ = self.envs.step(act.numpy())
+                masks[j].append(mask[0])
+            return a.numpy()
+
+        def record(t: int, s: slice, obs: dict[str, Any], rew: Any, term: Any, trunc: Any) -> None:
             end = np.logical_or(term, trunc)
-            rewards[t] = rew
-            ends[t] = end
-            self.ep_return += rew
-            self.ep_length += 1
+            rewards[t, s] = rew
+            ends[t, s] = end
+            self.ep_return[s] += rew
+            self.ep_length[s] += 1
             if end.any():
-                for b in np.flatnonzero(end):
+                for i in np.flatnonzero(end):
+                    b = s.start + int(i)
                     episodes.append({
                         "return": float(self.ep_return[b]),
                         "length": int(self.ep_length[b]),
-                        "success": float(bool(term[b]) and rew[b] > 0),
-                        "env": int(b),
+                        "success": float(bool(term[i]) and rew[i] > 0),
+                        "env": b,
                     })
-                self.ep_return[end] = 0.0
-                self.ep_length[end] = 0
-            self.obs = {k: np.asarray(v) for k, v in obs.items()}
-            self.start = end
+                    self.ep_return[b] = 0.0
+                    self.ep_length[b] = 0
+            for k, v in obs.items():
+                self.obs[k][s] = v
+            self.start[s] = end
+
+        self.obs = {k: np.array(v) for k, v in self.obs.items()}  # own, writable copies
+        self.start = np.array(self.start)
+        if piped:
+            for t in range(T):
+                for j in range(len(slices)):
+                    if t > 0:  # the answer to this slice's previous step (answers are FIFO)
+                        jj, obs, rew, term, trunc = self.envs.step_wait()
+                        record(t - 1, slices[jj], obs, rew, term, trunc)
+                    self.envs.step_async(j, act(t, j))
+            for _ in slices:
+                jj, obs, rew, term, trunc = self.envs.step_wait()
+                record(T - 1, slices[jj], obs, rew, term, trunc)
+        else:
+            for t in range(T):
+                obs, rew, term, trunc, _ = self.envs.step(act(t, 0))
+                record(t, slices[0], {k: np.asarray(v) for k, v in obs.items()}, rew, term, trunc)
+        self.memory = tuple(torch.cat(ms) for ms in zip(*memory)) if piped else memory[0]
         obs_t = {k: torch.from_numpy(v).unsqueeze(0) for k, v in self.obs.items()}
         done = torch.from_numpy(self.start).unsqueeze(0) if self.reset_memory else None
         _, last_value, _, _ = self.policy(obs_t, self.memory, done)
+
+        def join(xs: list[Any]) -> Tensor:  # per slice, a list over steps -> (T, B, ...)
+            parts = [torch.stack(list(x)) for x in xs]
+            return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
         return Rollout(
             obs={k: torch.from_numpy(v) for k, v in obs_buf.items()},
-            actions=torch.stack(actions), logprobs=torch.stack(logprobs).float(),
-            values=torch.stack(values).float(), rewards=torch.from_numpy(rewards),
+            actions=join(actions), logprobs=join(logprobs).float(),
+            values=join(values).float(), rewards=torch.from_numpy(rewards),
             starts=torch.from_numpy(starts), ends=torch.from_numpy(ends),
-            memory=tuple(torch.stack(m) for m in zip(*mem_steps)),
-            masks=torch.stack(masks) if masks else None,
+            memory=tuple(join(ms) for ms in zip(*[list(zip(*steps)) for steps in mem_steps])),
+            masks=join(masks) if masks[0] else None,
             last_value=last_value[0], episodes=episodes,
         )
 
     def state_dict(self) -> dict[str, Any]:
         """Plain-data state: observation, memory, episode counters and env states."""
-        if not hasattr(self.envs, "envs"):
-            raise RuntimeError("only synchronous vector envs can be checkpointed")
+        if hasattr(self.envs, "get_states"):
+            env_states = self.envs.get_states()
+        elif hasattr(self.envs, "envs"):
+            env_states = [e.get_state() for e in self.envs.envs]
+        else:
+            raise RuntimeError("only synchronous or worker vector envs can be checkpointed")
         return {
             "obs": {k: torch.from_numpy(v.copy()) for k, v in self.obs.items()},
             "start": torch.from_numpy(self.start.copy()),
             "memory": [m.clone() for m in self.memory],
             "ep_return": torch.from_numpy(self.ep_return.copy()),
             "ep_length": torch.from_numpy(self.ep_length.copy()),
-            "envs": [e.get_state() for e in self.envs.envs],
+            "envs": env_states,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restores :meth:`state_dict`, replaying each env's episode so far."""
-        if not hasattr(self.envs, "envs") or len(state["envs"]) != self.num_envs:
+        if len(state["envs"]) != self.num_envs:
             raise ValueError("collector state does not match these envs")
-        for env, s in zip(self.envs.envs, state["envs"]):
-            env.set_state(s)
+        if hasattr(self.envs, "set_states"):
+            self.envs.set_states(state["envs"])
+        elif hasattr(self.envs, "envs"):
+            for env, s in zip(self.envs.envs, state["envs"]):
+                env.set_state(s)
+        else:
+            raise ValueError("only synchronous or worker vector envs can be restored")
         self.obs = {k: v.numpy().copy() for k, v in state["obs"].items()}
         self.start = state["start"].numpy().copy()
         self.memory = tuple(m.clone() for m in state["memory"])

@@ -142,6 +142,7 @@ def make_vec_env(
     vocab: Vocab,
     asynchronous: bool = False,
     backend: str = "minigrid",
+    worker: bool = False,
 ) -> gym.vector.VectorEnv:
     """Builds a vector env of ``num_envs`` copies of ``task`` (or one env per task).
 
@@ -158,7 +159,12 @@ def make_vec_env(
         backend: ``"minigrid"`` (gymnasium vector env of minigrid envs) or ``"tensor"``
             (:func:`metarim.envs.make_tensor_vec_env`: the same episodes, batched in torch;
             BabyAI GoTo levels only).
+        worker: minigrid envs in a background process, stepped in two slices
+            (:class:`~metarim.tasks.worker.WorkerVecEnv`: the same episodes; lets
+            :class:`~metarim.rl.rollout.RolloutCollector` overlap the policy and the envs).
     """
+    if worker and backend != "minigrid":
+        raise ValueError(f"make_vec_env: worker=True needs backend='minigrid', not {backend!r}")
     if backend == "tensor":  # env backend hook (metarim/envs, docs/tensor_env.md)
         from metarim.envs import make_tensor_vec_env
 
@@ -174,6 +180,12 @@ def make_vec_env(
         check_level(t)
     seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(num_envs)]
     fns = [lambda t=t, s=s: make_env(t, vocab, s) for t, s in zip(tasks, seeds)]
+    if worker:
+        if asynchronous:
+            raise ValueError("make_vec_env: choose asynchronous or worker, not both")
+        from metarim.tasks.worker import WorkerVecEnv
+
+        return WorkerVecEnv(tasks, seeds, vocab, slices=min(2, num_envs))
     mode = gym.vector.AutoresetMode.SAME_STEP
     if asynchronous:
         vocab.frozen = True

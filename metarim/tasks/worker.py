@@ -1,0 +1,223 @@
+"""A minigrid vector env stepped in a background process, one slice of envs at a time.
+
+With one core stepping envs and the other idle, collection costs ``env + policy`` per
+step. :class:`WorkerVecEnv` keeps the envs in a worker process and splits them into
+slices, so that :class:`~metarim.rl.rollout.RolloutCollector` can run the policy on one
+slice while the worker steps the other: collection then costs about ``max(env,
+2 × policy on half the envs)`` (docs/benchmarks.md measures it).
+
+The envs are the ones :func:`~metarim.tasks.envs.make_vec_env` builds (same tasks, same
+per-env seeds, same-step autoreset), each slice a ``SyncVectorEnv``; envs are
+independent, so stepping them slice by slice gives exactly the episodes of the
+in-process vector env. :meth:`WorkerVecEnv.step` steps every slice and waits, so the
+class is also a drop-in vector env (that is how the env-only rate is measured).
+
+Missions are tokenised in the worker; words that are new to the vocabulary come back
+with the next answer and are added to the parent's vocabulary in the same order, so the
+ids (saved with the run) agree.
+
+The worker is ``python -m metarim.tasks.worker`` talking length-prefixed pickles over two
+pipes, like :mod:`metarim.envs.prefetch` (no ``fork`` of a process holding torch threads).
+Protocol (parent → worker): first ``(tasks, seeds, vocab dict, slices)``, then
+``("reset",)``, ``("step", j, actions)``, ``("get_state",)``, ``("set_state", states,
+vocab dict)``,
+EOF to stop. Each answer is ``(payload, new_words)``; the first answer (after the set-up)
+is the action and observation spaces.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import weakref
+from typing import Any
+
+import numpy as np
+
+from metarim.envs.prefetch import _recv, _send
+
+__all__ = ["WorkerVecEnv"]
+
+
+def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _worker_main(rfd: int, wfd: int) -> None:
+    import gymnasium as gym
+
+    from metarim.tasks.envs import make_env
+    from metarim.tasks.vocab import Vocab
+
+    tasks, seeds, vocab_dict, slices = _recv(rfd)
+    vocab = Vocab.from_dict(vocab_dict)
+    sent = len(vocab.words)
+    mode = gym.vector.AutoresetMode.SAME_STEP
+    subs = [gym.vector.SyncVectorEnv([lambda t=tasks[b], s=seeds[b]: make_env(t, vocab, s)
+                                      for b in range(lo, hi)], autoreset_mode=mode)
+            for lo, hi in slices]
+
+    def answer(payload: Any) -> None:
+        nonlocal sent
+        words = list(vocab.words)[sent:]
+        sent = len(vocab.words)
+        _send(wfd, (payload, words))
+
+    try:
+        answer((subs[0].single_action_space, subs[0].single_observation_space))
+        while True:
+            try:
+                msg = _recv(rfd)
+            except EOFError:
+                return
+            if msg[0] == "step":
+                obs, rew, term, trunc, _ = subs[msg[1]].step(msg[2])
+                answer((msg[1], {k: np.asarray(v) for k, v in obs.items()}, rew, term, trunc))
+            elif msg[0] == "reset":
+                answer(_concat([{k: np.asarray(v) for k, v in s.reset()[0].items()} for s in subs]))
+            elif msg[0] == "get_state":
+                answer([e.get_state() for s in subs for e in s.envs])
+            elif msg[0] == "set_state":
+                # the parent's vocabulary (restored from the same checkpoint) replaces ours,
+                # in place: the envs hold it
+                restored = Vocab.from_dict(msg[2])
+                vocab.words.clear()
+                vocab.words.update(restored.words)
+                vocab._cache.clear()
+                sent = len(vocab.words)
+                envs = [e for s in subs for e in s.envs]
+                answer(_concat([{k: np.asarray(v)[None] for k, v in e.set_state(st).items()}
+                                for e, st in zip(envs, msg[1])]))
+            else:
+                return
+    except BrokenPipeError:  # the parent closed: stop quietly
+        return
+
+
+def _shutdown(rfd: int, wfd: int, proc: subprocess.Popen) -> None:
+    os.close(wfd)
+    os.close(rfd)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class WorkerVecEnv:
+    """``num_envs`` minigrid envs in a worker process, in ``len(slices)`` slices.
+
+    Args:
+        tasks: one task per env.
+        seeds: one seed per env (as :func:`~metarim.tasks.envs.make_vec_env` derives them).
+        vocab: the run's vocabulary; new words from the worker are added to it.
+        slices: number of contiguous, near-equal slices (``1 <= slices <= num_envs``).
+    """
+
+    def __init__(self, tasks: list[Any], seeds: list[int], vocab: Any, *, slices: int = 2) -> None:
+        n = len(tasks)
+        if not 1 <= slices <= n:
+            raise ValueError(f"slices={slices} must be between 1 and num_envs={n}")
+        bounds = np.linspace(0, n, slices + 1).round().astype(int)
+        self.slices = [slice(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        self.num_envs, self.vocab, self.pending = n, vocab, 0
+        r_child, w_parent = os.pipe()
+        r_parent, w_child = os.pipe()
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "metarim.tasks.worker", str(r_child), str(w_child)],
+            pass_fds=(r_child, w_child), stdin=subprocess.DEVNULL, env=env,
+        )
+        os.close(r_child)
+        os.close(w_child)
+        self.rfd, self.wfd = r_parent, w_parent
+        self._finalizer = weakref.finalize(self, _shutdown, r_parent, w_parent, self.proc)
+        _send(self.wfd, (list(tasks), [int(s) for s in seeds], vocab.to_dict(),
+                         [(s.start, s.stop) for s in self.slices]))
+        self.single_action_space, self.single_observation_space = self._answer()
+
+    def _answer(self) -> Any:
+        try:
+            payload, words = _recv(self.rfd)
+        except EOFError:
+            raise RuntimeError("env worker exited; its error is printed above") from None
+        for w in words:
+            self.vocab._add(w)
+        return payload
+
+    def _call(self, *msg: Any) -> Any:
+        if self.pending:
+            raise RuntimeError("env worker has steps in flight; call step_wait first")
+        _send(self.wfd, msg)
+        return self._answer()
+
+    # -- asynchronous slice steps (the collector's pipeline) -------------------------
+    def step_async(self, j: int, actions: np.ndarray) -> None:
+        """Starts stepping slice ``j`` with ``actions`` (one per env of the slice)."""
+        _send(self.wfd, ("step", j, np.asarray(actions)))
+        self.pending += 1
+
+    def step_wait(self) -> tuple[int, dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+        """The oldest slice step in flight: ``(j, obs, rewards, terminated, truncated)``."""
+        if not self.pending:
+            raise RuntimeError("no env step in flight")
+        self.pending -= 1
+        return self._answer()
+
+    # -- the vector env interface ----------------------------------------------------
+    def reset(self, *, seed: Any = None, options: Any = None) -> tuple[dict[str, np.ndarray], dict]:
+        """Resets every env (each continues its own seeded episode stream)."""
+        if seed is not None or options is not None:
+            raise ValueError("WorkerVecEnv.reset takes no seed or options (envs seed themselves)")
+        return self._call("reset"), {}
+
+    def step(self, actions: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict]:
+        """Steps every slice and waits for all of them."""
+        actions = np.asarray(actions)
+        for j, s in enumerate(self.slices):
+            self.step_async(j, actions[s])
+        parts = [self.step_wait() for _ in self.slices]
+        obs = _concat([p[1] for p in parts])
+        return obs, *(np.concatenate([p[i] for p in parts]) for i in (2, 3, 4)), {}
+
+    def get_states(self) -> list[dict[str, Any]]:
+        """Each env's ``TaskEnv.get_state``."""
+        return self._call("get_state")
+
+    def set_states(self, states: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+        """Restores :meth:`get_states`; returns the envs' current observations.
+
+        The worker's vocabulary becomes a copy of the parent's (restore that first, as
+        ``Learner.load_state_dict`` does), so word ids stay those of the checkpoint."""
+        if len(states) != self.num_envs:
+            raise ValueError(f"got {len(states)} env states for {self.num_envs} envs")
+        return self._call("set_state", list(states), self.vocab.to_dict())
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds the worker process has used so far (Linux ``/proc``; 0 elsewhere)."""
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def peak_rss_mb(self) -> float:
+        """The worker process's peak resident memory (Linux ``/proc``; 0 elsewhere)."""
+        try:
+            with open(f"/proc/{self.proc.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return 0.0
+
+    def close(self) -> None:
+        """Stops the worker (also done when the env is garbage-collected)."""
+        self._finalizer()
+
+
+if __name__ == "__main__":
+    _worker_main(int(sys.argv[1]), int(sys.argv[2]))
