@@ -30,6 +30,8 @@ def add_sweep_parsers(sub: Any) -> None:
     r.add_argument("--window", type=int, default=100, help="episodes before a run's success rate counts")
     r.add_argument("--threshold", type=float, default=0.8, help="success rate for 'frames to'")
     r.add_argument("--reference", help="group for the Welch tests (default: metarim's, else the first)")
+    r.add_argument("--max-frames", type=float, help="cut every curve at this many frames (compare runs "
+                                                    "of different budgets at the same one)")
 
 
 def sweep_command(args: argparse.Namespace) -> int:
@@ -41,6 +43,8 @@ def sweep_command(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.dir} is not a folder")
         if args.window < 1 or not 0 <= args.threshold <= 1:
             raise ValueError("--window must be >= 1 and --threshold in [0, 1]")
+        if args.max_frames is not None and not args.max_frames > 0:
+            raise ValueError(f"--max-frames {args.max_frames:g} must be > 0 (frames to cut the curves at)")
         data = _report(args.dir, args)
         print(json.dumps({"out": str(args.dir), "groups": list(data["summary"]), "runs": len(data["runs"])}))
         return 0
@@ -63,7 +67,7 @@ def sweep_command(args: argparse.Namespace) -> int:
         counts[res["status"]] = counts.get(res["status"], 0) + 1
     print(json.dumps({"out": str(out), "runs": len(results), **counts}))
     if args.report:
-        _report(out, argparse.Namespace(window=100, threshold=0.8, reference=None))
+        _report(out, argparse.Namespace(window=100, threshold=0.8, reference=None, max_frames=None))
     if counts.get("interrupted") or counts.get("not started"):
         return 130
     return 1 if set(counts) - {"done", "skipped"} else 0
@@ -72,4 +76,5 @@ def sweep_command(args: argparse.Namespace) -> int:
 def _report(folder: str | pathlib.Path, args: argparse.Namespace) -> dict[str, Any]:
     from metarim.sweep_report import sweep_report
 
-    return sweep_report(folder, window=args.window, threshold=args.threshold, reference=args.reference)
+    return sweep_report(folder, window=args.window, threshold=args.threshold, reference=args.reference,
+                        max_frames=args.max_frames)

@@ -55,8 +55,11 @@ def curve_metrics(frames: Sequence[float], success: Sequence[float], returns: Se
             "final_success": tail(s), "final_return": tail(r)}
 
 
-def read_runs(folder: str | pathlib.Path) -> list[dict[str, Any]]:
-    """Every run folder under ``folder/runs`` with a ``metrics.csv``: name, group, config, columns."""
+def read_runs(folder: str | pathlib.Path, *, max_frames: float | None = None) -> list[dict[str, Any]]:
+    """Every run folder under ``folder/runs`` with a ``metrics.csv``: name, group, config, columns.
+
+    ``max_frames`` keeps each run's rows up to that many frames, so that runs trained for
+    different budgets (or one still training) compare at the same budget."""
     folder = pathlib.Path(folder)
     groups = {}
     if (folder / "sweep.json").is_file():
@@ -64,7 +67,7 @@ def read_runs(folder: str | pathlib.Path) -> list[dict[str, Any]]:
     runs = []
     for run in sorted(p for p in (folder / "runs").glob("*") if (p / "metrics.csv").is_file()):
         with open(run / "metrics.csv") as f:
-            rows = list(csv.DictReader(f))
+            rows = [r for r in csv.DictReader(f) if max_frames is None or float(r["frames"]) <= max_frames]
         if not rows:
             continue
         cols = {k: [float(r[k]) for r in rows] for k in ("frames", "success_rate", "return_mean", "episodes")}
@@ -72,12 +75,12 @@ def read_runs(folder: str | pathlib.Path) -> list[dict[str, Any]]:
         extra = json.loads((run / "measurements.json").read_text()) if (run / "measurements.json").is_file() else {}
         group = groups.get(run.name, re.sub(r"-s\d+$", "", run.name))
         runs.append({"name": run.name, "group": group, "config": config, "columns": cols, "measurements": extra,
-                     "complete": cols["frames"][-1] >= config["frames"]})
+                     "complete": cols["frames"][-1] >= min(config["frames"], max_frames or math.inf)})
     return runs
 
 
 def sweep_report(folder: str | pathlib.Path, *, window: int = 100, threshold: float = 0.8,
-                 reference: str | None = None) -> dict[str, Any]:
+                 reference: str | None = None, max_frames: float | None = None) -> dict[str, Any]:
     """Writes ``summary.md``, ``summary.json`` and ``curves.png`` into ``folder``; returns the summary.
 
     Args:
@@ -86,6 +89,8 @@ def sweep_report(folder: str | pathlib.Path, *, window: int = 100, threshold: fl
         threshold: success rate of ``frames_to_<threshold>``.
         reference: group for the Welch tests (default: a group whose learner is
             ``metarim``, else the first).
+        max_frames: cut every curve at this many frames (see :func:`read_runs`); the
+            final success is then the success at that budget.
 
     Raises:
         ValueError: no run folder with metrics below ``folder/runs``.
@@ -94,7 +99,7 @@ def sweep_report(folder: str | pathlib.Path, *, window: int = 100, threshold: fl
     from metarim.report import summarize, summary_markdown
 
     folder = pathlib.Path(folder)
-    runs = read_runs(folder)
+    runs = read_runs(folder, max_frames=max_frames)
     if not runs:
         raise ValueError(f"{folder} holds no run with metrics (expected {folder}/runs/<name>/metrics.csv)")
     per: dict[str, dict[str, list[Any]]] = {}
@@ -121,12 +126,14 @@ def sweep_report(folder: str | pathlib.Path, *, window: int = 100, threshold: fl
     levels = sorted({r["config"]["env"] for r in runs})
     unfinished = sum(not r["complete"] for r in runs)
     md = summary_markdown(summary, cols, title=f"Sweep {folder.name} ({', '.join(levels)})")
-    md += (f"\n{len(runs)} runs ({unfinished} unfinished) in {len(per)} groups; "
+    cut = "" if max_frames is None else f"curves cut at {max_frames:,.0f} frames; "
+    md += (f"\n{len(runs)} runs ({unfinished} unfinished) in {len(per)} groups; {cut}"
            f"cells: mean over seeds [95 % bootstrap CI], p = Welch t-test against {reference}.\n"
            f"Success is the training success rate over the last 100 episodes, counted once "
            f"{window} episodes have been seen; final = mean over the last tenth of the curve.\n")
     (folder / "summary.md").write_text(md)
-    data = {"reference": reference, "window": window, "threshold": threshold, "summary": summary,
+    data = {"reference": reference, "window": window, "threshold": threshold, "max_frames": max_frames,
+            "summary": summary,
             "runs": [{k: v for k, v in r.items() if k != "columns"} for r in runs]}
     (folder / "summary.json").write_text(json.dumps(data, indent=1, default=float))
     plot_curves(curves, folder / "curves.png", title=f"{', '.join(levels)}", threshold=threshold)

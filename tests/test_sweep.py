@@ -191,6 +191,22 @@ def test_local_sweep_killed_and_rerun_matches_sequential(tmp_path: pathlib.Path,
     assert list(summary["summary"]) == ["lstm", "rim"] and len(summary["runs"]) == 4
     assert summary["summary"]["rim"]["final_return"]["n"] == 2
     assert (tmp_path / "summary.md").read_text().startswith("## Sweep") and (tmp_path / "curves.png").stat().st_size
+    # cut at the first row with a success rate: each run's final success is its last value
+    # at or below the cut (curves this short have a one-row "last tenth")
+    cols = {r: list(csv.DictReader((tmp_path / "runs" / r / "metrics.csv").read_text().splitlines()))
+            for r in ("lstm-s0", "lstm-s1")}
+    cut_at = next(float(r["frames"]) for r in cols["lstm-s0"] if r["success_rate"] != "nan")
+    assert cut_at < float(cols["lstm-s0"][-1]["frames"])
+    assert main(["sweep-report", str(tmp_path), "--window", "1", "--max-frames", str(cut_at)]) == 0
+    cut = json.loads((tmp_path / "summary.json").read_text())
+    assert cut["max_frames"] == cut_at and len(cut["runs"]) == 4
+    assert all(r["complete"] for r in cut["runs"])  # complete at the cut budget
+    expected = [float([r for r in rows if float(r["frames"]) <= cut_at][-1]["success_rate"]) for rows in cols.values()]
+    assert cut["summary"]["lstm"]["final_success"]["values"] == pytest.approx(expected)
+    assert "curves cut at" in (tmp_path / "summary.md").read_text()
+    with pytest.raises(SystemExit) as exc:
+        main(["sweep-report", str(tmp_path), "--max-frames", "-5"])
+    assert exc.value.code == 2 and "--max-frames -5 must be > 0" in capsys.readouterr().err
 
 
 def test_ray_sweep_matches_sequential(tmp_path: pathlib.Path, sequential: pathlib.Path) -> None:
