@@ -170,7 +170,7 @@ def main() -> None:
     if a.interleave and a.env_worker:
         p.error("--interleave and --env-worker: choose one")
     out = {"env": a.env, "num_envs": a.num_envs, "frames": a.frames, "threads": a.threads,
-           "batch_size": a.batch_size, "env_worker": a.env_worker, "load_before": os.getloadavg()[0]}
+           "batch_size": a.batch_size, "train_with_env_worker": a.env_worker, "load_before": os.getloadavg()[0]}
     modes = (("interleave-lstm", "interleave-rim") if a.interleave
              else ("env", "env_worker", "lstm", "rim") if a.env_worker else ("env", "lstm", "rim"))
     for mode in modes:

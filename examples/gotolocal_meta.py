@@ -184,17 +184,18 @@ def aggregate(runs: list[dict[str, Any]], args: argparse.Namespace, out: pathlib
     cols = [("frames_to_0.8", "frames to 0.8"), ("final_success", "final success")]
     cols += [(f"adapt_{k}", f"adapt k={k}") for k in ADAPT_STEPS]
     cols += [(f"zero_shot:{lv}", f"zero-shot {lv.replace('BabyAI-', '')}") for lv in args.zero_shot]
-    wall = sum(r["total_seconds"] for r in runs)
+    run_time = sum(r["total_seconds"] for r in runs)  # summed over runs: not wall-clock with --jobs > 1
     md = summary_markdown(summary, cols, title=f"GoToLocal comparison ({args.train_level})")
     md += (f"\n{len(runs)} runs, {args.frames:,} frames each, seeds {sorted({r['seed'] for r in runs})}; "
-           f"{args.episodes} evaluation episodes per measurement; total wall time {wall / 60:.1f} min.\n"
+           f"{args.episodes} evaluation episodes per measurement; run time summed over the runs (training and measuring) "
+           f"{run_time / 60:.1f} min.\n"
            "Cells: mean over seeds [95 % bootstrap CI], p = Welch t-test against metarim.\n"
            "Success (training curve) is the mean over the last 100 training episodes; adaptation "
            "is on a held-out seed range of the training level.\n")
     (out / "summary.md").write_text(md)
     data = {"args": {k: v for k, v in vars(args).items()}, "summary": summary,
             "runs": [{k: v for k, v in r.items() if k not in ("curve", "activity")} for r in runs],
-            "wall_seconds": wall}
+            "run_seconds_summed": run_time}
     (out / "summary.json").write_text(json.dumps(data, indent=1, default=float))
     plot_curves({n: curves[n] for n in order}, out / "curves.png",
                 title=f"{args.train_level}, {args.frames:,} frames/run")
