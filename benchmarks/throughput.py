@@ -4,7 +4,7 @@ Prints one JSON object. Each measurement runs in its own subprocess so that its 
 resident memory (``ru_maxrss``) is its own.
 
     python benchmarks/throughput.py [--env BabyAI-GoToLocal-v0] [--num-envs 16]
-        [--frames 20480] [--threads 1] [--interleave]
+        [--frames 20480] [--threads 1] [--interleave] [--env-worker]
 
 Targets (issue 4): training >= 0.5x env-only for LSTM, >= 0.4x for RIM; peak <= 2 GB.
 ``ratio_*`` use wall-clock time; ``ratio_*_cpu`` use the process's CPU time, which is
@@ -18,7 +18,8 @@ the 1-minute load averages (read the ratios with them).
 stepped half at a time while the policy acts on the other half) and adds ``env_worker``,
 the env-only rate of that worker env; the ``ratio_*`` stay against the in-process env
 (the faster of the two env-only rates) and ``ratio_*_vs_worker_env`` are against the
-worker env's. CPU time and peak memory then include the worker process's.
+worker env's. CPU time and peak memory then include the worker process's. With
+``--interleave`` too, the env-only blocks step an in-process env.
 
 ``--interleave`` measures each memory in one process that alternates an env-only block
 of ``num_steps`` steps (random actions, its own vector env of the same task) with one
@@ -103,7 +104,8 @@ def _train(env: str, num_envs: int, frames: int, memory: str, threads: int, batc
             "update_s": update, "worker_peak_rss_mb": _worker_peak_mb(envs)}
 
 
-def _interleaved(env: str, num_envs: int, frames: int, memory: str, threads: int, batch: int) -> dict:
+def _interleaved(env: str, num_envs: int, frames: int, memory: str, threads: int, batch: int,
+                 worker: bool = False) -> dict:
     """Alternates one env-only block and one training step of the same number of frames,
     in one process, so that a changing background load hits both rates alike."""
     import numpy as np
@@ -115,9 +117,10 @@ def _interleaved(env: str, num_envs: int, frames: int, memory: str, threads: int
 
     torch.set_num_threads(threads)
     kw = {} if batch is None else {"batch_size": batch}
-    learner = make_learner(TrainConfig(env=env, num_envs=num_envs, memory=memory, frames=frames, **kw))
+    learner = make_learner(TrainConfig(env=env, num_envs=num_envs, memory=memory, frames=frames,
+                                       env_worker=worker, **kw))
     learner.step()
-    envs = make_vec_env(Task(env), num_envs, seed=0, vocab=Vocab())
+    envs = make_vec_env(Task(env), num_envs, seed=0, vocab=Vocab())  # env-only: in-process
     envs.reset()
     rng = np.random.default_rng(0)
     n = envs.single_action_space.n
@@ -129,13 +132,16 @@ def _interleaved(env: str, num_envs: int, frames: int, memory: str, threads: int
         for _ in range(steps):
             envs.step(rng.integers(0, n, size=num_envs))
         t1, c1 = time.perf_counter(), time.process_time()
-        f0 = learner.frames
+        f0, w1 = learner.frames, _worker_cpu(learner.envs)
         learner.step()
         env_t, env_c = env_t + t1 - t0, env_c + c1 - c0
-        train_t, train_c = train_t + time.perf_counter() - t1, train_c + time.process_time() - c1
+        train_t = train_t + time.perf_counter() - t1
+        train_c = train_c + time.process_time() - c1 + _worker_cpu(learner.envs) - w1
         env_f, train_f = env_f + steps * num_envs, train_f + learner.frames - f0
     envs.close()
-    return {"env_fps": env_f / env_t, "env_fps_cpu": env_f / env_c,
+    peak = _worker_peak_mb(learner.envs)
+    learner.close()
+    return {"worker_peak_rss_mb": peak, "env_fps": env_f / env_t, "env_fps_cpu": env_f / env_c,
             "fps": train_f / train_t, "fps_cpu": train_f / train_c,
             "ratio": (train_f / train_t) / (env_f / env_t),
             "ratio_cpu": (train_f / train_c) / (env_f / env_c)}
@@ -157,7 +163,8 @@ def main() -> None:
     a = p.parse_args()
     if a.mode is not None:
         if a.mode.startswith("interleave-"):
-            res = _interleaved(a.env, a.num_envs, a.frames, a.mode.split("-", 1)[1], a.threads, a.batch_size)
+            res = _interleaved(a.env, a.num_envs, a.frames, a.mode.split("-", 1)[1], a.threads, a.batch_size,
+                               a.env_worker)
         elif a.mode in ("env", "env_worker"):
             res = _env_only(a.env, a.num_envs, a.frames, a.mode == "env_worker")
         else:
@@ -167,12 +174,11 @@ def main() -> None:
             "worker_peak_rss_mb", 0.0)
         print(json.dumps(res))
         return
-    if a.interleave and a.env_worker:
-        p.error("--interleave and --env-worker: choose one")
     out = {"env": a.env, "num_envs": a.num_envs, "frames": a.frames, "threads": a.threads,
            "batch_size": a.batch_size, "train_with_env_worker": a.env_worker, "load_before": os.getloadavg()[0]}
     modes = (("interleave-lstm", "interleave-rim") if a.interleave
              else ("env", "env_worker", "lstm", "rim") if a.env_worker else ("env", "lstm", "rim"))
+    # with --interleave --env-worker the env-only blocks use the in-process env
     for mode in modes:
         cmd = [sys.executable, __file__, "--mode", mode, "--env", a.env, "--num-envs", str(a.num_envs),
                "--frames", str(a.frames), "--threads", str(a.threads)]
