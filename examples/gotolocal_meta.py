@@ -49,6 +49,10 @@ LEARNERS: dict[str, dict[str, Any]] = {
     # not in the default list: Meta-RIM with inner lr 0.1 (the default until session 2; no visible effect)
     "metarim-lr0.1": {"algo": "metarim", "memory": "rim", "num_steps": 64, "chunk_length": 32, "inner_lr": 0.1,
                       "outer_chunks": "all"},
+    # not in the default list: Meta-RIM with inner lr 1, between the rate that moves nothing (0.1)
+    # and the default, which overshoots on trained policies (docs/meta_learners.md)
+    "metarim-lr1": {"algo": "metarim", "memory": "rim", "num_steps": 64, "chunk_length": 32, "inner_lr": 1.0,
+                    "outer_chunks": "all"},
     # not in the default list: Meta-RIM without fast learning (inner lr 0: the same sequences,
     # chunks and outer loss, no inner step), the ablation of the paper's central claim
     "metarim-noinner": {"algo": "metarim", "memory": "rim", "num_steps": 64, "chunk_length": 32,
