@@ -249,12 +249,35 @@ def module_activity(
     }
 
 
+def adaptation_report(
+    config: TrainConfig, policy: ActorCritic, vocab: Vocab, *, adapt_steps: Sequence[int] = (),
+    zero_shot_levels: Sequence[str] = (), episodes: int = 64, seed: int = 2_000_003,
+) -> dict[str, Any]:
+    """Fast adaptation on the run's first held-out task and zero-shot success, as JSON data.
+
+    Returns:
+        ``{"held_out_task", "adaptation": {"k": result}}`` when ``adapt_steps`` is not
+        empty, and ``{"zero_shot": {level: result}}`` when ``zero_shot_levels`` is not.
+    """
+    from metarim.algorithms.meta_common import make_task_samplers
+
+    out: dict[str, Any] = {}
+    if adapt_steps:
+        task = make_task_samplers(config)[1].tasks[0]
+        res = fast_adaptation(policy, config, task, vocab, steps=adapt_steps, episodes=episodes, seed=seed)
+        out["held_out_task"] = task.to_dict()
+        out["adaptation"] = {str(k): v for k, v in res.items()}
+    if zero_shot_levels:
+        out["zero_shot"] = zero_shot(policy, zero_shot_levels, vocab, episodes=episodes, seed=seed)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m metarim.adaptation_eval``: fast adaptation and zero-shot of a run."""
+    """``python -m metarim.adaptation_eval``: fast adaptation and zero-shot of a run
+    (``metarim eval --adapt-steps ... --zero-shot ...`` does the same)."""
     import argparse
     import json
 
-    from metarim.algorithms.meta_common import make_task_samplers
     from metarim.evaluate import load_run
 
     p = argparse.ArgumentParser(prog="python -m metarim.adaptation_eval", description=main.__doc__)
@@ -268,14 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"--episodes {args.episodes} must be >= 1")
     config, policy, vocab, state = load_run(args.run)
     out: dict[str, Any] = {"run": str(args.run), "frames": int(state["frames"]), "algo": config.algo}
-    if args.adapt_steps:
-        task = make_task_samplers(config)[1].tasks[0]
-        res = fast_adaptation(policy, config, task, vocab, steps=args.adapt_steps,
-                              episodes=args.episodes, seed=args.seed)
-        out["held_out_task"] = task.to_dict()
-        out["adaptation"] = {str(k): v for k, v in res.items()}
-    if args.zero_shot:
-        out["zero_shot"] = zero_shot(policy, args.zero_shot, vocab, episodes=args.episodes, seed=args.seed)
+    out.update(adaptation_report(config, policy, vocab, adapt_steps=args.adapt_steps,
+                                 zero_shot_levels=args.zero_shot, episodes=args.episodes, seed=args.seed))
     print(json.dumps(out))
     return 0
 

@@ -79,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
         e.add_argument("--greedy", action="store_true", help="argmax actions")
         if name == "eval":
             e.add_argument("--num-envs", type=int, default=16)
+            e.add_argument("--adapt-steps", type=int, nargs="+", metavar="K",
+                           help="also: success on the run's held-out task after K inner updates, "
+                                "with the learner's own rule (e.g. 0 1 2 5)")
+            e.add_argument("--zero-shot", nargs="+", metavar="LEVEL",
+                           help="also: success on these levels without any update")
         else:
             e.add_argument("--out", required=True, help="GIF file to write")
             e.add_argument("--fps", type=int, default=6)
@@ -175,9 +180,19 @@ def _cmd_eval_or_render(args: argparse.Namespace) -> int:
     if args.command == "eval":
         if args.num_envs < 1:
             raise UsageError(f"--num-envs {args.num_envs} must be >= 1")
+        if args.adapt_steps and min(args.adapt_steps) < 0:
+            raise UsageError(f"--adapt-steps {min(args.adapt_steps)} must be >= 0 (inner updates)")
+        for level in args.zero_shot or ():
+            check_level(level)
         res = evaluate(policy, task, vocab, episodes=args.episodes, num_envs=args.num_envs,
                        seed=args.seed, greedy=args.greedy)
         res.update(run=str(args.run), frames=int(state["frames"]))
+        if args.adapt_steps or args.zero_shot:
+            from metarim.adaptation_eval import adaptation_report
+
+            res.update(adaptation_report(config, policy, vocab, adapt_steps=args.adapt_steps or (),
+                                         zero_shot_levels=args.zero_shot or (), episodes=args.episodes,
+                                         seed=args.seed))
         print(json.dumps(res))
         return 0
     target = pathlib.Path(args.out)

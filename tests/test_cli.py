@@ -55,6 +55,27 @@ def test_eval_prints_json(run, capsys):
     assert res["frames"] == 1024
 
 
+def test_eval_fast_adaptation_and_zero_shot(run, capsys):
+    from metarim.adaptation_eval import adaptation_report
+    from metarim.evaluate import load_run
+
+    argv = ["eval", "--run", str(run), "--episodes", "4", "--num-envs", "2", "--adapt-steps", "0", "1",
+            "--zero-shot", "BabyAI-GoToLocalS6N2-v0"]
+    assert main(argv) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["episodes"] == 4 and set(res["adaptation"]) == {"0", "1"}
+    assert set(res["zero_shot"]) == {"BabyAI-GoToLocalS6N2-v0"}
+    for r in [*res["adaptation"].values(), *res["zero_shot"].values()]:
+        assert r["episodes"] == 4 and 0.0 <= r["success_rate"] <= 1.0
+    # the same numbers as the library function (same seeds), and k=1 really adapted
+    config, policy, vocab, _ = load_run(run)
+    lib = adaptation_report(config, policy, vocab, adapt_steps=[0, 1],
+                            zero_shot_levels=["BabyAI-GoToLocalS6N2-v0"], episodes=4, seed=1_000_003)
+    assert json.loads(json.dumps(lib)) == {k: res[k] for k in lib}
+    assert res["adaptation"]["0"]["adapt_loss"] != res["adaptation"]["0"]["adapt_loss"]  # NaN: no update
+    assert res["adaptation"]["1"]["adapt_loss"] == res["adaptation"]["1"]["adapt_loss"]  # a finite loss
+
+
 def test_render_writes_gif(run, tmp_path, capsys):
     gif = tmp_path / "agent.gif"
     assert main(["render", "--run", str(run), "--out", str(gif), "--env",
@@ -101,6 +122,8 @@ BAD = [
     (["train", "--resume", "--overwrite"], "exclude"),
     (["eval", "--run", "MISSING"], "not a metarim run"),
     (["eval", "--episodes", "0"], "episodes"),
+    (["eval", "--adapt-steps", "0", "-1"], "--adapt-steps -1 must be >= 0"),
+    (["eval", "--zero-shot", "BabyAI-GoToLocl-v0"], "did you mean"),
     (["render", "--out", "x.png"], ".gif"),
     (["frobnicate"], "invalid choice"),
 ]
