@@ -181,19 +181,23 @@ def test_console_script_has_no_traceback(tmp_path):
     assert proc.stderr.strip().splitlines() == ["metarim: error: unknown --memory 'gru'; choose one of ['lstm', 'rim']"]
 
 
-def test_sigint_stops_cleanly_and_resumes(tmp_path):
+@pytest.mark.parametrize("worker", [False, True], ids=["in-process", "env-worker"])
+def test_sigint_stops_cleanly_and_resumes(tmp_path, worker):
+    """Ctrl-C: with the env worker, a terminal sends SIGINT to the whole process group, the
+    worker included; the worker must leave it to the trainer, which checkpoints through it."""
+    import os
     import signal
     import time
 
     out = tmp_path / "r"
     cmd = [sys.executable, "-m", "metarim.cli", "train", "--out", str(out), *SMALL,
-           "--frames", "100000", "--checkpoint-every", "1000"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+           "--frames", "100000", "--checkpoint-every", "1000", *(["--env-worker"] if worker else [])]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 120
     while not (out / "metrics.csv").is_file() or len((out / "metrics.csv").read_text().splitlines()) < 3:
         assert time.time() < deadline and proc.poll() is None
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err
     assert "resume with: metarim train --resume --out" in err

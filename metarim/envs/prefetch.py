@@ -22,6 +22,7 @@ import collections
 import os
 import pickle
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -201,4 +202,7 @@ class PrefetchSource:
 
 
 if __name__ == "__main__":
+    # Ctrl-C reaches the whole process group: the parent handles it (a training run writes
+    # a final checkpoint, which needs this worker) and closes the pipe, which stops us
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker_main(int(sys.argv[1]), int(sys.argv[2]))

@@ -28,6 +28,7 @@ is the action and observation spaces.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import weakref
@@ -220,4 +221,7 @@ class WorkerVecEnv:
 
 
 if __name__ == "__main__":
+    # Ctrl-C reaches the whole process group: the parent handles it (a training run writes
+    # a final checkpoint, which needs this worker) and closes the pipe, which stops us
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker_main(int(sys.argv[1]), int(sys.argv[2]))
