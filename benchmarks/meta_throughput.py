@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k", type=int, default=3)
     p.add_argument("--hidden-size", type=int, default=192)
     p.add_argument("--updates", type=int, default=5)
+    p.add_argument("--env-frames", type=int, default=16384,
+                   help="frames of the env-only measurement (4096 until session 3: ~0.7 s, noisy)")
     p.add_argument("--env-worker", action="store_true",
                    help="Meta-RIM and PPO rows with env_worker=True (envs in a background process, "
                         "overlapped with the policy); env-only stays the in-process env")
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     T = 2 * args.chunk_length
     single = {"num_steps": T, "chunk_length": args.chunk_length, "epochs": 1, "batch_size": T * args.num_envs}
     rows: dict[str, dict[str, Any]] = {}
-    rows["env only"] = env_only(args.level, args.num_envs, 4096)
+    rows["env only"] = env_only(args.level, args.num_envs, args.env_frames)
     configs = {
         # one meta-step over all envs per update: the cost of the masked second-order step
         "metarim (2nd order, 1 step)": {**single, "algo": "metarim", "memory": "rim"},
