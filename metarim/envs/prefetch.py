@@ -63,6 +63,20 @@ def _ready(fd: int) -> bool:
     return bool(select.select([fd], [], [], 0)[0])
 
 
+def spawn_worker(module: str) -> tuple[int, int, subprocess.Popen]:
+    """Starts ``python -m module RFD WFD`` with two pipes; returns ``(read fd, write fd,
+    process)`` of the parent's ends. The worker imports metarim the way this process did
+    (same ``sys.path``)."""
+    r_child, w_parent = os.pipe()
+    r_parent, w_child = os.pipe()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    proc = subprocess.Popen([sys.executable, "-m", module, str(r_child), str(w_child)],
+                            pass_fds=(r_child, w_child), stdin=subprocess.DEVNULL, env=env)
+    os.close(r_child)
+    os.close(w_child)
+    return r_parent, w_parent, proc
+
+
 def _shutdown(conns: list[tuple[int, int]], procs: list[subprocess.Popen]) -> None:
     """Closes the pipes (each worker then sees EOF and exits) and reaps the workers."""
     for rfd, wfd in conns:
@@ -127,17 +141,8 @@ class PrefetchSource:
         self.workers = min(workers, n)
         self.conns: list[tuple[int, int]] = []  # (read fd, write fd) per worker
         self.procs: list[subprocess.Popen] = []
-        # The worker imports metarim the way this process did (same sys.path).
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         for w in range(self.workers):
-            r_child, w_parent = os.pipe()
-            r_parent, w_child = os.pipe()
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "metarim.envs.prefetch", str(r_child), str(w_child)],
-                pass_fds=(r_child, w_child), stdin=subprocess.DEVNULL, env=env,
-            )
-            os.close(r_child)
-            os.close(w_child)
+            r_parent, w_parent, proc = spawn_worker("metarim.envs.prefetch")
             specs = [(b, tasks[b], seeds[b]) for b in range(w, n, self.workers)]
             _send(w_parent, (specs, grid_size, cache_size))
             self.conns.append((r_parent, w_parent))

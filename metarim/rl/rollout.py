@@ -170,7 +170,7 @@ class RolloutCollector:
             for t in range(T):
                 obs, rew, term, trunc, _ = self.envs.step(act(t, 0))
                 record(t, slices[0], {k: np.asarray(v) for k, v in obs.items()}, rew, term, trunc)
-        self.memory = tuple(torch.cat(ms) for ms in zip(*memory)) if piped else memory[0]
+        self.memory = memory[0] if len(memory) == 1 else tuple(torch.cat(ms) for ms in zip(*memory))
         obs_t = {k: torch.from_numpy(v).unsqueeze(0) for k, v in self.obs.items()}
         done = torch.from_numpy(self.start).unsqueeze(0) if self.reset_memory else None
         _, last_value, _, _ = self.policy(obs_t, self.memory, done)

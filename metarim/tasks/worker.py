@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import weakref
 from typing import Any
 
 import numpy as np
 
-from metarim.envs.prefetch import _recv, _send
+from metarim.envs.prefetch import _recv, _send, _shutdown, spawn_worker
 
 __all__ = ["WorkerVecEnv"]
 
@@ -96,16 +95,6 @@ def _worker_main(rfd: int, wfd: int) -> None:
         return
 
 
-def _shutdown(rfd: int, wfd: int, proc: subprocess.Popen) -> None:
-    os.close(wfd)
-    os.close(rfd)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 class WorkerVecEnv:
     """``num_envs`` minigrid envs in a worker process, in ``len(slices)`` slices.
 
@@ -123,17 +112,8 @@ class WorkerVecEnv:
         bounds = np.linspace(0, n, slices + 1).round().astype(int)
         self.slices = [slice(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
         self.num_envs, self.vocab, self.pending = n, vocab, 0
-        r_child, w_parent = os.pipe()
-        r_parent, w_child = os.pipe()
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "metarim.tasks.worker", str(r_child), str(w_child)],
-            pass_fds=(r_child, w_child), stdin=subprocess.DEVNULL, env=env,
-        )
-        os.close(r_child)
-        os.close(w_child)
-        self.rfd, self.wfd = r_parent, w_parent
-        self._finalizer = weakref.finalize(self, _shutdown, r_parent, w_parent, self.proc)
+        self.rfd, self.wfd, self.proc = spawn_worker("metarim.tasks.worker")
+        self._finalizer = weakref.finalize(self, _shutdown, [(self.rfd, self.wfd)], [self.proc])
         _send(self.wfd, (list(tasks), [int(s) for s in seeds], vocab.to_dict(),
                          [(s.start, s.stop) for s in self.slices]))
         self.single_action_space, self.single_observation_space = self._answer()
