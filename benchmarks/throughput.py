@@ -67,7 +67,7 @@ def _env_only(env: str, num_envs: int, frames: int, worker: bool = False) -> dic
 
 
 def _train(env: str, num_envs: int, frames: int, memory: str, threads: int, batch: int,
-           worker: bool = False) -> dict:
+           worker: bool = False, compile: bool = False) -> dict:
     import torch
 
     from metarim.algorithms import make_learner
@@ -76,8 +76,8 @@ def _train(env: str, num_envs: int, frames: int, memory: str, threads: int, batc
     torch.set_num_threads(threads)
     kw = {} if batch is None else {"batch_size": batch}
     learner = make_learner(TrainConfig(env=env, num_envs=num_envs, memory=memory, frames=frames,
-                                       env_worker=worker, **kw))
-    learner.step()  # warm-up (allocations, first env resets)
+                                       env_worker=worker, compile=compile, **kw))
+    learner.step()  # warm-up (allocations, first env resets; with --compile, compilation)
     env_s = [0.0]
 
     def timed(fn):  # env time inside collection (with a worker: waiting for it), to split collect_s
@@ -105,7 +105,7 @@ def _train(env: str, num_envs: int, frames: int, memory: str, threads: int, batc
 
 
 def _interleaved(env: str, num_envs: int, frames: int, memory: str, threads: int, batch: int,
-                 worker: bool = False) -> dict:
+                 worker: bool = False, compile: bool = False) -> dict:
     """Alternates one env-only block and one training step of the same number of frames,
     in one process, so that a changing background load hits both rates alike."""
     import numpy as np
@@ -118,8 +118,8 @@ def _interleaved(env: str, num_envs: int, frames: int, memory: str, threads: int
     torch.set_num_threads(threads)
     kw = {} if batch is None else {"batch_size": batch}
     learner = make_learner(TrainConfig(env=env, num_envs=num_envs, memory=memory, frames=frames,
-                                       env_worker=worker, **kw))
-    learner.step()
+                                       env_worker=worker, compile=compile, **kw))
+    learner.step()  # warm-up, as in _train
     envs = make_vec_env(Task(env), num_envs, seed=0, vocab=Vocab())  # env-only: in-process
     envs.reset()
     rng = np.random.default_rng(0)
@@ -159,23 +159,27 @@ def main() -> None:
                         "(for a machine with a changing background load)")
     p.add_argument("--env-worker", action="store_true",
                    help="train with env_worker=True and also measure the worker env's env-only rate")
+    p.add_argument("--compile", action="store_true",
+                   help="train with compile=True (torch.compile of the memory core; the warm-up "
+                        "step, not timed, compiles)")
     p.add_argument("--mode", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.mode is not None:
         if a.mode.startswith("interleave-"):
             res = _interleaved(a.env, a.num_envs, a.frames, a.mode.split("-", 1)[1], a.threads, a.batch_size,
-                               a.env_worker)
+                               a.env_worker, a.compile)
         elif a.mode in ("env", "env_worker"):
             res = _env_only(a.env, a.num_envs, a.frames, a.mode == "env_worker")
         else:
-            res = _train(a.env, a.num_envs, a.frames, a.mode, a.threads, a.batch_size, a.env_worker)
+            res = _train(a.env, a.num_envs, a.frames, a.mode, a.threads, a.batch_size, a.env_worker,
+                         a.compile)
         # the worker's peak adds to the main process's (both are resident at once)
         res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 + res.pop(
             "worker_peak_rss_mb", 0.0)
         print(json.dumps(res))
         return
     out = {"env": a.env, "num_envs": a.num_envs, "frames": a.frames, "threads": a.threads,
-           "batch_size": a.batch_size, "train_with_env_worker": a.env_worker, "load_before": os.getloadavg()[0]}
+           "batch_size": a.batch_size, "train_with_env_worker": a.env_worker, "compile": a.compile, "load_before": os.getloadavg()[0]}
     modes = (("interleave-lstm", "interleave-rim") if a.interleave
              else ("env", "env_worker", "lstm", "rim") if a.env_worker else ("env", "lstm", "rim"))
     # with --interleave --env-worker the env-only blocks use the in-process env
@@ -186,6 +190,8 @@ def main() -> None:
             cmd += ["--batch-size", str(a.batch_size)]
         if a.env_worker:
             cmd += ["--env-worker"]
+        if a.compile:
+            cmd += ["--compile"]
         out[mode] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     if a.interleave:
         for mode in ("lstm", "rim"):

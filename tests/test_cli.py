@@ -117,6 +117,7 @@ BAD = [
     (["train", "--memory", "rim", "--k", "5"], "k=5"),
     (["train", "--recurrence", "5"], "recurrence=5"),
     (["train", "--combine", "sum"], "combine"),
+    (["train", "--algo", "reptile", "--compile"], "drop --compile"),
     (["train", "--bogus"], "unrecognized"),
     (["train", "--resume"], "not a metarim run"),
     (["train", "--resume", "--overwrite"], "exclude"),

@@ -107,6 +107,16 @@ def test_indexed_observations_match_plain_forward(combine):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+def test_small_no_grad_batches_use_native_convolutions_with_equal_values():
+    pol = ActorCritic(7, 64, hidden_size=32)
+    image = torch.randint(0, 6, (8, 7, 7, 3), dtype=torch.uint8)
+    reference = pol.image_code(image)  # with autograd: the MKL-DNN path
+    with torch.no_grad():
+        fast = pol.image_code(image)
+    assert torch.backends.mkldnn.enabled  # the switch is restored
+    torch.testing.assert_close(fast, reference.detach(), atol=1e-5, rtol=1e-5)
+
+
 def test_windows_layout():
     x = torch.arange(12).view(6, 2)  # x[t, b] = 2t + b
     w = windows(x, 3)  # window i*B + b holds steps 3i..3i+2 of env b
@@ -175,6 +185,26 @@ def test_learner_deterministic_and_resumable(algo, memory):
     assert ma[-1]["frames"] == 4 * 4 * 16
     for learner in (a, b, c):
         learner.close()
+
+
+def test_compiled_memory_trains_like_eager():
+    # compile=True: same rollout and update up to float rounding, same state-dict keys
+    torch.set_num_threads(1)
+    runs = []
+    for compiled in (False, True):
+        learner = make_learner(_cfg(memory="rim", compile=compiled))
+        metrics = _clean(learner.step())
+        runs.append((metrics, learner.state_dict()["policy"]))
+        learner.close()
+    (m_eager, p_eager), (m_comp, p_comp) = runs
+    assert m_eager.keys() == m_comp.keys()
+    for key in m_eager:
+        assert m_comp[key] == pytest.approx(m_eager[key], rel=1e-3, abs=1e-5), key
+    assert list(p_eager) == list(p_comp)
+    for key in p_eager:
+        torch.testing.assert_close(p_comp[key], p_eager[key], atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="compile=True supports ppo and a2c only"):
+        _cfg(algo="metarim", memory="rim", compile=True)
 
 
 def test_learner_refuses_other_checkpoint_and_guards_nan():

@@ -40,6 +40,11 @@ __all__ = ["ActorCritic", "MissionEncoder", "unique_rows"]
 State = tuple[Tensor, ...]
 # ids per channel of the symbolic view: 11 object types, 6 colours, 3 door states
 CHANNEL_SIZES = (11, 6, 3)
+NATIVE_CONV_ROWS = 8
+"""Up to this many frames, without autograd, the convolutions use ATen's native CPU
+kernels instead of MKL-DNN's, which carry a fixed cost per call: 117 against 237 us per
+image code of 8 frames (one half of the env worker's 16 envs), 417 against 359 us for 16,
+same values to 1e-7 (``benchmarks/throughput.py`` gives the effect on collection)."""
 
 
 def unique_rows(ids: Tensor) -> tuple[Tensor, Tensor]:
@@ -184,7 +189,15 @@ class ActorCritic(nn.Module):
         wt = self.conv_last.weight
         x = torch.zeros(n, h, w, sum(CHANNEL_SIZES), dtype=wt.dtype, device=wt.device)
         x.scatter_(-1, ids, 1.0)
-        return self.conv_last(self.conv(x.permute(0, 3, 1, 2))).flatten(1)
+        x = x.permute(0, 3, 1, 2)
+        if (n <= NATIVE_CONV_ROWS and wt.device.type == "cpu" and not torch.is_grad_enabled()
+                and torch.backends.mkldnn.enabled):
+            torch.backends.mkldnn.enabled = False  # a process-wide switch, restored below
+            try:
+                return self.conv_last(self.conv(x)).flatten(1)
+            finally:
+                torch.backends.mkldnn.enabled = True
+        return self.conv_last(self.conv(x)).flatten(1)
 
     def mission_terms(self, m: Tensor) -> Tensor:
         """What the image code meets, per mission code ``m (N, mission_dim)``: FiLM's
