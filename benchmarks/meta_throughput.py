@@ -87,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--env-worker", action="store_true",
                    help="Meta-RIM and PPO rows with env_worker=True (envs in a background process, "
                         "overlapped with the policy); env-only stays the in-process env")
+    p.add_argument("--compile", action="store_true",
+                   help="Meta-RIM and PPO rows with compile=True (torch.compile of the memory core: "
+                        "PPO's collection and update, Meta-RIM's collection pass; the warm-up step compiles)")
+    p.add_argument("--rows", nargs="+", metavar="TEXT",
+                   help="only the learner rows whose name contains one of these (e.g. 'metarim')")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -109,9 +114,13 @@ def main(argv: list[str] | None = None) -> int:
         "ppo (rim)": {"algo": "ppo", "memory": "rim", "num_steps": T},
         "ppo (lstm)": {"algo": "ppo", "memory": "lstm", "num_steps": T},
     }
+    if args.rows:
+        configs = {k: v for k, v in configs.items() if any(t in k for t in args.rows)}
     for name, over in configs.items():
         if args.env_worker and over["algo"] in ("metarim", "ppo"):
             over = {**over, "env_worker": True}
+        if args.compile and over["algo"] in ("metarim", "ppo"):
+            over = {**over, "compile": True}
         rows[name] = learner_fps({**base, **over}, args.updates)
         print(f"{name:>24}: {rows[name]['fps']:7.0f} frames/s", file=sys.stderr, flush=True)
     env, env_cpu = rows["env only"]["fps"], rows["env only"]["fps_cpu"]

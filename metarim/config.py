@@ -51,8 +51,9 @@ class TrainConfig:
     """``torch.compile`` the memory core (inductor, one graph per batch shape and grad
     mode; the first update of a run compiles, ~20-30 s per graph with a cold cache).
     Same function up to float rounding; the RIM core runs ~2x faster forward+backward.
-    ``ppo``/``a2c`` only: the meta-learners clone the policy, and a compiled call stays
-    bound to the module it was compiled for."""
+    ``ppo``/``a2c``: collection and update; ``metarim``: its collection pass (the
+    meta-gradient goes through a differentiable clone, which stays eager). Not for
+    ``maml``/``reptile``, whose clones are the acting policies."""
     frames: int = 100_000
     """Total environment frames to train for."""
     seed: int = 0
@@ -170,9 +171,9 @@ class TrainConfig:
         if self.env_worker and (self.env_backend != "minigrid" or self.algo in ("maml", "reptile")):
             raise ValueError("env_worker=True needs env_backend='minigrid' and a learner with one "
                              f"vector env (ppo, a2c, metarim), not {self.env_backend!r}/{self.algo!r}")
-        if self.compile and self.algo not in ("ppo", "a2c"):
-            raise ValueError(f"compile=True supports ppo and a2c only, not {self.algo!r} "
-                             "(the meta-learners clone the policy); drop --compile")
+        if self.compile and self.algo in ("maml", "reptile"):
+            raise ValueError(f"compile=True supports ppo, a2c and metarim, not {self.algo!r} "
+                             "(its acting policies are clones); drop --compile")
         if self.combine not in ("film", "concat"):
             raise ValueError(f"combine={self.combine!r} must be 'film' or 'concat'")
         if not isinstance(self.algo_options, dict):

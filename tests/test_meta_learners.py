@@ -258,6 +258,43 @@ def test_meta_rim_inner_step_leaves_inactive_blocks_and_slow_weights(monkeypatch
     learner.close()
 
 
+def test_meta_rim_online_step_equals_the_masked_learner_step(monkeypatch):
+    # the collection pass steps a plain copy (the actor) in place; the same step as a
+    # first-order MaskedMAML clone's adapt, in float64
+    _never_select_last(monkeypatch)
+    learner = make_learner(tiny(algo="metarim", memory="rim", inner_lr=0.5))
+    learner.policy.double()
+    learner._sync_actor()
+    chunk = as_double(learner.collector.collect())
+    with quiet_nonleaf_grad():
+        clone = learner.meta.clone(first_order=True)
+        loss, _, masks = rollout_a2c_loss(clone, chunk, learner.config)
+        clone.adapt(loss, active=reduce_activity(masks))
+    learner._online_step(chunk)
+    actor = dict(learner.actor.named_parameters())
+    moved = 0
+    for name, value in clone.parameter_dict().items():
+        torch.testing.assert_close(actor[name].detach(), value.detach(), rtol=1e-12, atol=1e-12, msg=name)
+        moved += not torch.equal(value.detach(), dict(learner.policy.named_parameters())[name].detach())
+    assert moved == len(learner.meta.partition.fast)  # every fast tensor took a step
+    learner.close()
+
+
+def test_meta_rim_compiled_collection_trains_like_eager():
+    torch.set_num_threads(1)
+    runs = []
+    for compiled in (False, True):
+        learner = make_learner(tiny(algo="metarim", memory="rim", compile=compiled))
+        runs.append((learner.step(), learner.policy.state_dict()))
+        learner.close()
+    (m_eager, p_eager), (m_comp, p_comp) = runs
+    for key in m_eager:
+        if not key.startswith("time/"):
+            assert m_comp[key] == pytest.approx(m_eager[key], rel=1e-3, abs=1e-5, nan_ok=True), key
+    for key in p_eager:
+        torch.testing.assert_close(p_comp[key], p_eager[key], atol=1e-5, rtol=1e-4)
+
+
 def test_meta_rim_carry_mode_moves_fast_weights_by_inner_progress(monkeypatch):
     cfg = tiny(algo="metarim", memory="rim", fast_weights="carry", inner_lr=0.5)
     learner = make_learner(cfg)

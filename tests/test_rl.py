@@ -203,8 +203,8 @@ def test_compiled_memory_trains_like_eager():
     assert list(p_eager) == list(p_comp)
     for key in p_eager:
         torch.testing.assert_close(p_comp[key], p_eager[key], atol=1e-5, rtol=1e-4)
-    with pytest.raises(ValueError, match="compile=True supports ppo and a2c only"):
-        _cfg(algo="metarim", memory="rim", compile=True)
+    with pytest.raises(ValueError, match="compile=True supports ppo, a2c and metarim"):
+        _cfg(algo="maml", memory="rim", compile=True)
 
 
 def test_learner_refuses_other_checkpoint_and_guards_nan():

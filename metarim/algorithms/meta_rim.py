@@ -62,12 +62,13 @@ References:
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import Any
 
 import torch
 
-from metarim.adapt import MaskedMAML
+from metarim.adapt import MaskedMAML, masked_sgd
 from metarim.algorithms.base import Learner, build_policy, register_learner
 from metarim.algorithms.meta_common import (
     EpisodeWindow,
@@ -115,7 +116,16 @@ class MetaRIM(Learner):
         self.num_chunks = config.num_steps // config.chunk_length
         self.columns = max(1, config.batch_size // config.num_steps)
         """Env columns per minibatch: ``batch_size`` frames of whole sequences."""
-        self.collector = RolloutCollector(self.envs, self.policy, config.chunk_length,
+        self.actor = copy.deepcopy(self.policy)
+        r"""A plain copy that acts during collection, holding :math:`(\theta_i, \phi)`: the
+        collection pass is first order and nothing differentiates through it, so it needs
+        no differentiable clone, and a plain module can be compiled (``compile=True``)."""
+        fast = set(self.meta.partition.fast)
+        for name, p in self.actor.named_parameters():
+            p.requires_grad_(name in fast)
+        if config.compile:
+            self.actor.memory.compile(dynamic=False)
+        self.collector = RolloutCollector(self.envs, self.actor, config.chunk_length,
                                           reset_memory=config.reset_memory)
         self.recent = EpisodeWindow()
 
@@ -129,18 +139,16 @@ class MetaRIM(Learner):
         t0 = time.perf_counter()
         # 1) collection: chunk i is collected by (θ_i, φ), the fast weights adapting online
         start = parameter_values(self.policy)
-        learner = self.meta.clone(first_order=True)
+        self._sync_actor()
         chunks: list[Rollout] = []
         for i in range(self.num_chunks):
-            self.collector.policy = learner
             chunks.append(self.collector.collect())
             self.recent.extend(chunks[-1].episodes)
             if i < self.num_chunks - 1 or c.fast_weights == "carry":
-                loss, _, masks = rollout_a2c_loss(learner, chunks[-1], c, reset_memory=c.reset_memory)
-                learner.adapt(loss, active=reduce_activity(masks))
-        online = {n: t.detach() for n, t in learner.fast_parameters().items()}
+                self._online_step(chunks[-1])
+        actor = dict(self.actor.named_parameters())
+        online = {n: actor[n].detach().clone() for n in self.meta.partition.fast}
         targets = sequence_targets(chunks, c)
-        self.collector.policy = self.policy
         collect_s = time.perf_counter() - t0
         # 2) meta-training: epochs × minibatches of env columns, each through the inner chain
         inner: list[float] = []
@@ -210,6 +218,32 @@ class MetaRIM(Learner):
                 learner.adapt(loss, active=act, retain_graph=True)
         return (torch.stack(outer).mean(), inner, active,
                 {k: torch.stack([p[k] for p in parts]).mean() for k in parts[0]})
+
+    @torch.no_grad()
+    def _sync_actor(self) -> None:
+        """The actor takes the policy's current values (and dtype)."""
+        dtype = next(self.policy.parameters()).dtype
+        if next(self.actor.parameters()).dtype != dtype:
+            self.actor.to(dtype)
+        for a, p in zip(self.actor.parameters(), self.policy.parameters()):
+            a.copy_(p)
+
+    def _online_step(self, chunk: Rollout) -> None:
+        r"""The collection pass's inner step on the actor, in place and first order:
+        :math:`\theta_{i+1} = \theta_i - \alpha\, M(a_i) \odot \nabla_{\theta_i} L_i`, with
+        :math:`L_i` the A2C loss of the chunk just collected (``MaskedLearner.adapt``'s step)."""
+        c = self.config
+        loss, _, masks = rollout_a2c_loss(self.actor, chunk, c, reset_memory=c.reset_memory)
+        params = dict(self.actor.named_parameters())
+        names = list(self.meta.partition.fast)
+        grads = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
+        ref = params[names[0]]
+        blocks = self.meta.partition.block_masks(reduce_activity(masks), dtype=ref.dtype, device=ref.device)
+        new = masked_sgd({n: params[n].detach() for n in names}, self.meta.learning_rates(),
+                         dict(zip(names, grads)), blocks)
+        with torch.no_grad():
+            for n in names:
+                params[n].copy_(new[n])
 
     @torch.no_grad()
     def _carry(self, before: dict[str, torch.Tensor], adapted: dict[str, torch.Tensor]) -> None:
