@@ -57,6 +57,10 @@ LEARNERS: dict[str, dict[str, Any]] = {
     # chunks and outer loss, no inner step), the ablation of the paper's central claim
     "metarim-noinner": {"algo": "metarim", "memory": "rim", "num_steps": 64, "chunk_length": 32,
                         "inner_lr": 0.0, "outer_chunks": "all"},
+    # not in the default list: Meta-SGD, per-element inner rates meta-learned from 10
+    # (docs/results.md, "Learned inner rates")
+    "metarim-metasgd": {"algo": "metarim", "memory": "rim", "num_steps": 64, "chunk_length": 32,
+                        "inner_lr": 10.0, "outer_chunks": "all", "learnable_lr": True},
     "maml": {"algo": "maml", "memory": "rim", "num_envs": 8, "num_steps": 32, "meta_batch": 4},
     "reptile": {"algo": "reptile", "memory": "rim", "num_envs": 8, "num_steps": 32, "meta_batch": 4,
                 "inner_steps": 3},
@@ -129,7 +133,7 @@ def measure(name: str, seed: int, args: argparse.Namespace, folder: pathlib.Path
     from metarim.algorithms.meta_common import make_task_samplers
     from metarim.evaluate import load_run
 
-    config, policy, vocab, _ = load_run(folder)
+    config, policy, vocab, state = load_run(folder)
     torch.set_num_threads(config.threads)
     t0 = time.perf_counter()
     with open(folder / "metrics.csv") as f:
@@ -139,7 +143,7 @@ def measure(name: str, seed: int, args: argparse.Namespace, folder: pathlib.Path
     say = lambda s: print(f"[{name} s{seed}]{s}", file=sys.stderr, flush=True)  # noqa: E731
     held = make_task_samplers(config)[1].tasks[0]
     adapt = fast_adaptation(policy, config, held, vocab, steps=ADAPT_STEPS, episodes=args.episodes,
-                            seed=10_000 + seed, log=say)
+                            seed=10_000 + seed, log=say, rates=state.get("inner_lrs"))
     shots = zero_shot(policy, args.zero_shot, vocab, episodes=args.episodes, seed=20_000 + seed)
     for lv, r in shots.items():
         say(f"  zero-shot {lv}: success {r['success_rate']:.2f}")

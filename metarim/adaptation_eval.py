@@ -34,7 +34,7 @@ References:
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -67,10 +67,13 @@ class Adapter:
         rule: ``"masked_sgd"``, ``"sgd"`` or ``"adam"``.
     """
 
-    def __init__(self, policy: ActorCritic, config: TrainConfig, rule: str) -> None:
+    def __init__(self, policy: ActorCritic, config: TrainConfig, rule: str,
+                 rates: Mapping[str, torch.Tensor] | None = None) -> None:
         if rule not in ("masked_sgd", "sgd", "adam"):
             raise ValueError(f"rule={rule!r} must be 'masked_sgd', 'sgd' or 'adam'")
-        self.config, self.rule = config, rule
+        if rates is not None and rule != "masked_sgd":
+            raise ValueError("per-element rates are for the masked_sgd rule (Meta-RIM with learnable_lr)")
+        self.config, self.rule, self.rates = config, rule, rates
         self.policy: ActorCritic = copy.deepcopy(policy)
         self.policy.train()
         self.partition = None
@@ -102,7 +105,14 @@ class Adapter:
                     params[name].grad.mul_(m)
         if self.rule == "adam":
             torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.config.max_grad_norm)
-        self.optimizer.step()
+        if self.rates is None:
+            self.optimizer.step()
+        else:  # Meta-SGD: θ ← θ − α ⊙ (masked) ∇θ, α per element
+            params = dict(self.policy.named_parameters())
+            with torch.no_grad():
+                for name, rate in self.rates.items():
+                    if params[name].grad is not None:
+                        params[name].sub_(rate * params[name].grad)
         return loss.item()
 
 
@@ -117,6 +127,7 @@ def fast_adaptation(
     episodes: int = 32,
     seed: int = 2_000_003,
     log: Callable[[str], None] | None = None,
+    rates: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[int, dict[str, Any]]:
     """Success on ``task`` after each number of inner updates in ``steps``.
 
@@ -130,6 +141,8 @@ def fast_adaptation(
         episodes: evaluation episodes per entry of ``steps``.
         seed: seed of the adaptation rollouts and of the evaluation.
         log: optional progress callback.
+        rates: learned per-element inner rates by fast parameter name (a Meta-RIM run
+            with ``learnable_lr``; its checkpoint's ``inner_lrs``), instead of ``inner_lr``.
 
     Returns:
         ``{k: evaluate(...) result}``, plus ``"adapt_loss"`` in each result.
@@ -146,7 +159,7 @@ def fast_adaptation(
         raise ValueError(f"steps={steps} must be non-negative")
     rule = ADAPTATION_RULES[algo]
     torch.manual_seed(seed)
-    adapter = Adapter(policy, config, rule)
+    adapter = Adapter(policy, config, rule, rates)
     length = config.chunk_length if rule == "masked_sgd" else config.num_steps
     envs = make_vec_env(task, config.num_envs, seed=seed, vocab=vocab)
     collector = RolloutCollector(envs, adapter.policy, length)
@@ -252,6 +265,7 @@ def module_activity(
 def adaptation_report(
     config: TrainConfig, policy: ActorCritic, vocab: Vocab, *, adapt_steps: Sequence[int] = (),
     zero_shot_levels: Sequence[str] = (), episodes: int = 64, seed: int = 2_000_003,
+    rates: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Fast adaptation on the run's first held-out task and zero-shot success, as JSON data.
 
@@ -264,7 +278,8 @@ def adaptation_report(
     out: dict[str, Any] = {}
     if adapt_steps:
         task = make_task_samplers(config)[1].tasks[0]
-        res = fast_adaptation(policy, config, task, vocab, steps=adapt_steps, episodes=episodes, seed=seed)
+        res = fast_adaptation(policy, config, task, vocab, steps=adapt_steps, episodes=episodes, seed=seed,
+                              rates=rates)
         out["held_out_task"] = task.to_dict()
         out["adaptation"] = {str(k): v for k, v in res.items()}
     if zero_shot_levels:
@@ -292,7 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config, policy, vocab, state = load_run(args.run)
     out: dict[str, Any] = {"run": str(args.run), "frames": int(state["frames"]), "algo": config.algo}
     out.update(adaptation_report(config, policy, vocab, adapt_steps=args.adapt_steps,
-                                 zero_shot_levels=args.zero_shot, episodes=args.episodes, seed=args.seed))
+                                 zero_shot_levels=args.zero_shot, episodes=args.episodes, seed=args.seed,
+                                 rates=state.get("inner_lrs")))
     print(json.dumps(out))
     return 0
 

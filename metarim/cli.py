@@ -192,7 +192,7 @@ def _cmd_eval_or_render(args: argparse.Namespace) -> int:
 
             res.update(adaptation_report(config, policy, vocab, adapt_steps=args.adapt_steps or (),
                                          zero_shot_levels=args.zero_shot or (), episodes=args.episodes,
-                                         seed=args.seed))
+                                         seed=args.seed, rates=state.get("inner_lrs")))
         print(json.dumps(res))
         return 0
     target = pathlib.Path(args.out)

@@ -34,7 +34,9 @@ import multiprocessing.connection
 import os
 import pathlib
 import shutil
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -177,10 +179,21 @@ def _run_local(todo: Sequence[SweepRun], out: pathlib.Path, max_parallel: int,
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["metarim.sweep", "metarim.train"])
     pending, running = list(todo), {}
-    stopping = False
-    while running or (pending and not stopping):
-        try:
-            while pending and not stopping and len(running) < max_parallel:
+    # Ctrl-C sets a flag rather than raising KeyboardInterrupt wherever the main thread is:
+    # an exception raised inside a finaliser (a pipe's or a process handle's __del__) is
+    # printed and dropped, and the sweep would go on starting runs. The second one raises.
+    stopping, announced = [False], False
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if stopping[0]:
+            raise KeyboardInterrupt
+        stopping[0] = True
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
+    try:
+        while running or (pending and not stopping[0]):
+            while pending and not stopping[0] and len(running) < max_parallel:
                 run = pending.pop(0)
                 recv, send = ctx.Pipe(duplex=False)
                 p = ctx.Process(target=_child, name=f"metarim-sweep-{run.name}", daemon=False,
@@ -189,7 +202,14 @@ def _run_local(todo: Sequence[SweepRun], out: pathlib.Path, max_parallel: int,
                 p.start()
                 send.close()
                 running[p.sentinel] = (p, recv, run)
-            for sentinel in mp.connection.wait(list(running)):
+            if stopping[0] and not announced:
+                announced = True
+                print("metarim: sweep interrupted; waiting for running runs to checkpoint "
+                      "(Ctrl-C again to kill them)", file=sys.stderr)
+            if not running:
+                break
+            # a timeout, so that a Ctrl-C during the wait is announced without delay
+            for sentinel in mp.connection.wait(list(running), timeout=0.5):
                 p, recv, run = running.pop(sentinel)
                 p.join()
                 try:
@@ -199,15 +219,14 @@ def _run_local(todo: Sequence[SweepRun], out: pathlib.Path, max_parallel: int,
                            "seconds": None}
                 recv.close()
                 report(run, res)
-        except KeyboardInterrupt:
-            if stopping:  # second Ctrl-C: stop now
-                for p, _, _ in running.values():
-                    p.terminate()
-                raise
-            stopping = True
-            print("metarim: sweep interrupted; waiting for running runs to checkpoint "
-                  "(Ctrl-C again to kill them)", file=sys.stderr)
-    return not stopping
+    except KeyboardInterrupt:  # second Ctrl-C: stop now
+        for p, _, _ in running.values():
+            p.terminate()
+        raise
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, old)
+    return not stopping[0]
 
 
 def run_sweep(runs: Sequence[SweepRun], out: str | os.PathLike[str], *, backend: str = "local",

@@ -118,6 +118,7 @@ BAD = [
     (["train", "--recurrence", "5"], "recurrence=5"),
     (["train", "--combine", "sum"], "combine"),
     (["train", "--algo", "reptile", "--compile"], "drop --compile"),
+    (["train", "--learnable-lr"], "learnable_lr=True is Meta-RIM's"),
     (["train", "--bogus"], "unrecognized"),
     (["train", "--resume"], "not a metarim run"),
     (["train", "--resume", "--overwrite"], "exclude"),

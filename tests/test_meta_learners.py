@@ -180,12 +180,16 @@ def _meta_rim_with_fixed_chunks(monkeypatch, **kw):
     return learner, cfg, chunks, got
 
 
-def _reference(learner, cfg, chunks, first_order):
+def _reference(learner, cfg, chunks, first_order, rates=None):
     """θ_{i+1} = θ_i − α M(a_i) ∇θ_i L_i; outer = mean_{i≥1} L_i(θ_i) (mean over i≥0 with
-    ``outer_chunks="all"``; PPO surrogate, GAE over the whole sequence); its gradient."""
+    ``outer_chunks="all"``; PPO surrogate, GAE over the whole sequence); its gradient.
+    ``rates``: per-element α by fast name (Meta-SGD), whose gradients are returned too,
+    under ``"rate:" + name``."""
     leaves = dict(learner.policy.named_parameters())
+    if rates is not None:
+        leaves.update({f"rate:{n}": r for n, r in rates.items()})
     fast = set(learner.meta.partition.fast)
-    params = dict(leaves)
+    params = {n: p for n, p in leaves.items() if not n.startswith("rate:")}
     outer = []
     targets = loop_sequence_gae(chunks, cfg.gamma, cfg.gae_lambda)
     alone = loop_sequence_gae(chunks[:1], cfg.gamma, cfg.gae_lambda)[0][0]  # chunk 0 bootstrapped alone
@@ -201,7 +205,8 @@ def _reference(learner, cfg, chunks, first_order):
                                         retain_graph=True)
             params = dict(params)
             for n, g in zip(names, grads):
-                params[n] = params[n] - cfg.inner_lr * block[n] * (g.detach() if first_order else g)
+                alpha = cfg.inner_lr if rates is None else rates[n]
+                params[n] = params[n] - alpha * block[n] * (g.detach() if first_order else g)
     ref = torch.autograd.grad(torch.stack(outer).mean(), list(leaves.values()), allow_unused=True)
     return dict(zip(leaves, ref))
 
@@ -219,6 +224,69 @@ def test_meta_rim_outer_gradient_matches_reference(monkeypatch, first_order, out
         else:
             torch.testing.assert_close(got[n], r, rtol=1e-9, atol=1e-12, msg=n)
     learner.close()
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_meta_sgd_rates_get_the_reference_gradient(monkeypatch, first_order):
+    # learnable_lr: per-element rates (perturbed, so that each element's own rate counts)
+    # get the outer gradient of the functional chain; so do the policy's parameters
+    _never_select_last(monkeypatch)
+    cfg = tiny(algo="metarim", memory="rim", inner_lr=0.5, fast_weights="reset", learnable_lr=True,
+               first_order=first_order)
+    learner = make_learner(cfg)
+    learner.meta.double()
+    with torch.no_grad():
+        for r in learner.meta.lrs:
+            r.mul_(1 + 0.5 * torch.rand_like(r))
+    chunks = [as_double(learner.collector.collect()) for _ in range(learner.num_chunks)]
+    queue = list(chunks)
+    monkeypatch.setattr(learner.collector, "collect", lambda: queue.pop(0))
+    monkeypatch.setattr(learner.optimizer, "step", lambda: None)
+    metrics = learner.step()
+    assert 0.5 <= metrics["meta/inner_lr_min"] <= metrics["meta/inner_lr_mean"] <= metrics["meta/inner_lr_max"] <= 0.75
+    rates = dict(zip(learner.meta.partition.fast, learner.meta.lrs))
+    ref = _reference(learner, cfg, chunks, first_order, rates={n: r.detach().requires_grad_() for n, r in rates.items()})
+    for n, r in rates.items():
+        assert r.grad is not None and r.grad.abs().sum() > 0, n
+        torch.testing.assert_close(r.grad, ref[f"rate:{n}"], rtol=1e-9, atol=1e-12, msg=n)
+    for n, p in learner.policy.named_parameters():
+        if ref[n] is not None:
+            torch.testing.assert_close(p.grad, ref[n], rtol=1e-9, atol=1e-12, msg=n)
+    learner.close()
+
+
+def test_meta_sgd_rates_are_checkpointed_and_used_by_eval():
+    from metarim.adaptation_eval import Adapter
+
+    a = make_learner(tiny(algo="metarim", memory="rim", learnable_lr=True, inner_lr_lr=0.5))
+    a.step()
+    state = a.state_dict()
+    assert set(state["inner_lrs"]) == set(a.meta.partition.fast)
+    assert any(not torch.all(r == a.config.inner_lr) for r in state["inner_lrs"].values())  # they moved
+    b = make_learner(tiny(algo="metarim", memory="rim", learnable_lr=True, seed=1))
+    b.load_state_dict(state)
+    for name, rate in zip(b.meta.partition.fast, b.meta.lrs):
+        assert torch.equal(rate, state["inner_lrs"][name]), name
+    plain = make_learner(tiny(algo="metarim", memory="rim"))
+    for target, source in ((b, plain), (plain, b)):
+        with pytest.raises(ValueError, match="disagree on learnable inner rates"):
+            target.load_state_dict(source.state_dict())
+    plain.close()
+    # evaluation's masked step with the learned rates: θ − α ⊙ (M ⊙ ∇θ L), per element
+    rates = state["inner_lrs"]
+    adapter = Adapter(a.policy, a.config, "masked_sgd", rates)
+    rollout = a.collector.collect()
+    loss, _, masks = rollout_a2c_loss(adapter.policy, rollout, a.config)
+    params = dict(adapter.policy.named_parameters())
+    grads = torch.autograd.grad(loss, [params[n] for n in rates])
+    block = adapter.partition.block_masks(reduce_activity(masks), dtype=loss.dtype)
+    want = {n: (params[n] - rates[n] * block[n] * g).detach() for n, g in zip(rates, grads)}
+    adapter.update(rollout)
+    for n in rates:
+        torch.testing.assert_close(params[n].detach(), want[n], msg=n)
+    with pytest.raises(ValueError, match="learnable_lr=True is Meta-RIM's"):
+        tiny(algo="ppo", learnable_lr=True)
+    a.close(), b.close()
 
 
 def test_meta_rim_gradient_reaches_attention_not_inactive_blocks(monkeypatch):
@@ -258,12 +326,17 @@ def test_meta_rim_inner_step_leaves_inactive_blocks_and_slow_weights(monkeypatch
     learner.close()
 
 
-def test_meta_rim_online_step_equals_the_masked_learner_step(monkeypatch):
+@pytest.mark.parametrize("learnable_lr", [False, True])
+def test_meta_rim_online_step_equals_the_masked_learner_step(monkeypatch, learnable_lr):
     # the collection pass steps a plain copy (the actor) in place; the same step as a
-    # first-order MaskedMAML clone's adapt, in float64
+    # first-order MaskedMAML clone's adapt, in float64 (with Meta-SGD rates too)
     _never_select_last(monkeypatch)
-    learner = make_learner(tiny(algo="metarim", memory="rim", inner_lr=0.5))
-    learner.policy.double()
+    learner = make_learner(tiny(algo="metarim", memory="rim", inner_lr=0.5, learnable_lr=learnable_lr))
+    learner.meta.double()
+    if learnable_lr:
+        with torch.no_grad():
+            for r in learner.meta.lrs:
+                r.mul_(1 + torch.rand_like(r))
     learner._sync_actor()
     chunk = as_double(learner.collector.collect())
     with quiet_nonleaf_grad():

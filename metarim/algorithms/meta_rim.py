@@ -111,8 +111,12 @@ class MetaRIM(Learner):
         self.envs = make_vec_env(tasks, config.num_envs, seed=config.seed, vocab=self.vocab,
                                  backend=config.env_backend, worker=config.env_worker)
         self.policy = build_policy(config, int(self.envs.single_action_space.n), self.vocab)
-        self.meta = MaskedMAML(self.policy, config.inner_lr, first_order=config.first_order)
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr, eps=1e-5)
+        self.meta = MaskedMAML(self.policy, config.inner_lr, first_order=config.first_order,
+                               learnable_lr=config.learnable_lr)
+        groups = [{"params": list(self.policy.parameters())}]
+        if self.meta.lrs is not None:  # Meta-SGD: the rates are meta-parameters too
+            groups.append({"params": list(self.meta.lrs), "lr": config.inner_lr_lr})
+        self.optimizer = torch.optim.Adam(groups, lr=config.lr, eps=1e-5)
         self.num_chunks = config.num_steps // config.chunk_length
         self.columns = max(1, config.batch_size // config.num_steps)
         """Env columns per minibatch: ``batch_size`` frames of whole sequences."""
@@ -186,11 +190,20 @@ class MetaRIM(Learner):
             "losses/outer": mean(outer),
             "losses/grad_norm": mean(norms),
             "meta/active_fraction": mean(active),
+            **self._rate_metrics(),
             **{f"losses/{k}": mean(v) for k, v in diag.items()},
             "time/fps": frames / elapsed,
             "time/collect_s": collect_s,
             "time/update_s": elapsed - collect_s,
         }
+
+    def _rate_metrics(self) -> dict[str, float]:
+        """``meta/inner_lr_mean`` and ``_min``/``_max`` over every learnable rate."""
+        if self.meta.lrs is None:
+            return {}
+        flat = torch.cat([r.detach().flatten() for r in self.meta.lrs])
+        return {"meta/inner_lr_mean": float(flat.mean()), "meta/inner_lr_min": float(flat.min()),
+                "meta/inner_lr_max": float(flat.max())}
 
     def _meta_loss(
         self, chunks: list[Rollout], targets: list[tuple[torch.Tensor, torch.Tensor]]
@@ -239,11 +252,19 @@ class MetaRIM(Learner):
         grads = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
         ref = params[names[0]]
         blocks = self.meta.partition.block_masks(reduce_activity(masks), dtype=ref.dtype, device=ref.device)
-        new = masked_sgd({n: params[n].detach() for n in names}, self.meta.learning_rates(),
+        new = masked_sgd({n: params[n].detach() for n in names}, self.inner_rates(),
                          dict(zip(names, grads)), blocks)
         with torch.no_grad():
             for n in names:
                 params[n].copy_(new[n])
+
+    def inner_rates(self) -> float | dict[str, torch.Tensor]:
+        """The inner step size: ``inner_lr``, or with ``learnable_lr`` the current
+        per-element rates by fast parameter name (detached copies)."""
+        rates = self.meta.learning_rates()
+        if isinstance(rates, dict):
+            return {n: r.detach().clone() for n, r in rates.items()}
+        return rates
 
     @torch.no_grad()
     def _carry(self, before: dict[str, torch.Tensor], adapted: dict[str, torch.Tensor]) -> None:
@@ -260,14 +281,22 @@ class MetaRIM(Learner):
             "optimizer": self.optimizer.state_dict(),
             "collector": self.collector.state_dict(),
             "recent": self.recent.state_dict(),
+            **({"inner_lrs": self.inner_rates()} if self.meta.lrs is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Inverse of :meth:`state_dict`."""
+        if (self.meta.lrs is not None) != ("inner_lrs" in state):
+            raise ValueError("checkpoint and config disagree on learnable inner rates (learnable_lr); "
+                             "resume with the run's own config")
         super().load_state_dict(state)
         self.optimizer.load_state_dict(state["optimizer"])
         self.collector.load_state_dict(state["collector"])
         self.recent.load_state_dict(state["recent"])
+        if self.meta.lrs is not None:
+            with torch.no_grad():
+                for name, rate in zip(self.meta.partition.fast, self.meta.lrs):
+                    rate.copy_(state["inner_lrs"][name])
 
     def close(self) -> None:
         """Closes the envs."""
