@@ -4,7 +4,13 @@ Prints one JSON object. Each measurement runs in its own subprocess so that its 
 resident memory (``ru_maxrss``) is its own.
 
     python benchmarks/throughput.py [--env BabyAI-GoToLocal-v0] [--num-envs 16]
-        [--frames 20480] [--threads 1] [--interleave] [--env-worker]
+        [--frames 20480] [--threads 1] [--interleave] [--env-worker] [--compile]
+    python benchmarks/throughput.py --meta [meta_throughput.py's arguments]
+
+``--meta`` measures the meta-learners instead: Meta-RIM (second and first order),
+MAML and Reptile against the env-only rate of their level (issue 5's target: Meta-RIM
+second order >= 0.3x); it runs ``benchmarks/meta_throughput.py`` with the remaining
+arguments.
 
 Targets (issue 4): training >= 0.5x env-only for LSTM, >= 0.4x for RIM; peak <= 2 GB.
 ``ratio_*`` use wall-clock time; ``ratio_*_cpu`` use the process's CPU time, which is
@@ -33,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pathlib
 import resource
 import subprocess
 import sys
@@ -148,6 +155,13 @@ def _interleaved(env: str, num_envs: int, frames: int, memory: str, threads: int
 
 
 def main() -> None:
+    if "--meta" in sys.argv[1:]:
+        import runpy
+
+        sys.argv = [str(pathlib.Path(__file__).with_name("meta_throughput.py"))] + [
+            a for a in sys.argv[1:] if a != "--meta"]
+        runpy.run_path(sys.argv[0], run_name="__main__")
+        return
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--env", default="BabyAI-GoToLocal-v0")
     p.add_argument("--num-envs", type=int, default=16)
@@ -159,6 +173,9 @@ def main() -> None:
                         "(for a machine with a changing background load)")
     p.add_argument("--env-worker", action="store_true",
                    help="train with env_worker=True and also measure the worker env's env-only rate")
+    p.add_argument("--meta", action="store_true",
+                   help="measure the meta-learners instead (runs benchmarks/meta_throughput.py with the "
+                        "other arguments)")
     p.add_argument("--compile", action="store_true",
                    help="train with compile=True (torch.compile of the memory core; the warm-up "
                         "step, not timed, compiles)")
