@@ -61,6 +61,14 @@ LEARNERS: dict[str, dict[str, Any]] = {
     # (docs/results.md, "Learned inner rates")
     "metarim-metasgd": {"algo": "metarim", "memory": "rim", "num_steps": 64, "chunk_length": 32,
                         "inner_lr": 10.0, "outer_chunks": "all", "learnable_lr": True},
+    # not in the default list: fewer, larger meta-steps per update (the training default takes
+    # 4 epochs x 4 minibatches of 4 env columns = 16 second-order chains per 1,024 frames):
+    # all 16 columns per meta-step, 4 epochs (4 chains) or 1 epoch (1 chain, the speed
+    # benchmark's row); docs/results.md, "Meta-steps per update"
+    "metarim-4step": {"algo": "metarim", "memory": "rim", "num_steps": 64, "chunk_length": 32, "inner_lr": 10.0,
+                      "outer_chunks": "all", "batch_size": 1024},
+    "metarim-1step": {"algo": "metarim", "memory": "rim", "num_steps": 64, "chunk_length": 32, "inner_lr": 10.0,
+                      "outer_chunks": "all", "batch_size": 1024, "epochs": 1},
     "maml": {"algo": "maml", "memory": "rim", "num_envs": 8, "num_steps": 32, "meta_batch": 4},
     "reptile": {"algo": "reptile", "memory": "rim", "num_envs": 8, "num_steps": 32, "meta_batch": 4,
                 "inner_steps": 3},
