@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from metarim.algorithms.base import adam
 from metarim.config import TrainConfig
 from metarim.rl.policy import ActorCritic
 from metarim.tasks.task import Task
@@ -87,7 +88,7 @@ class Adapter:
         elif rule == "sgd":
             self.optimizer = torch.optim.SGD(self.policy.parameters(), lr=config.inner_lr)
         else:
-            self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr, eps=1e-5)
+            self.optimizer = adam(self.policy.parameters(), config.lr)
 
     def update(self, rollout: Any) -> float:
         """One adaptation step on ``rollout`` (collected by :attr:`policy`); returns the loss."""

@@ -25,7 +25,7 @@ from metarim.config import TrainConfig
 from metarim.rl.policy import ActorCritic
 from metarim.tasks.vocab import Vocab
 
-__all__ = ["LEARNERS", "Learner", "build_policy", "make_learner", "register_learner"]
+__all__ = ["LEARNERS", "Learner", "adam", "build_policy", "make_learner", "register_learner"]
 
 LEARNERS: dict[str, type[Learner]] = {}
 
@@ -63,6 +63,18 @@ def build_policy(config: TrainConfig, num_actions: int, vocab: Vocab) -> ActorCr
         combine=config.combine,
         memory_kwargs=mem_kw,
     )
+
+
+def adam(params: Any, lr: float) -> torch.optim.Adam:
+    """The learners' Adam (``eps=1e-5``), with the multi-tensor (``foreach``) update.
+
+    On CPU torch defaults to the per-tensor loop, ~10 small ops per parameter tensor per
+    step: 2.8 ms of a PPO+LSTM minibatch step's ~13 ms, 5 ms of a RIM one's. ``foreach``
+    runs the same kernels in the same order over the tensor list, so the parameters are
+    bitwise those of the loop (tested); ``fused=True`` would be cheaper still but rounds
+    differently (see ``PPO.__init__``).
+    """
+    return torch.optim.Adam(params, lr=lr, eps=1e-5, foreach=True)
 
 
 class Learner:

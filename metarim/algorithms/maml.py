@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from metarim.algorithms.base import Learner, build_policy, register_learner
+from metarim.algorithms.base import Learner, adam, build_policy, register_learner
 from metarim.algorithms.meta_common import (
     EpisodeWindow,
     make_task_samplers,
@@ -116,7 +116,7 @@ class MAML(Learner):
         setup_task_learner(self, config)
         self.maml = l2l.algorithms.MAML(self.policy, lr=config.inner_lr,
                                         first_order=config.first_order, allow_unused=True)
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr, eps=1e-5)
+        self.optimizer = adam(self.policy.parameters(), config.lr)
         self.recent = EpisodeWindow()
 
     def step(self, tasks: list[Task] | None = None) -> dict[str, float]:

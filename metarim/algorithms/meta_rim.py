@@ -69,7 +69,7 @@ from typing import Any
 import torch
 
 from metarim.adapt import MaskedMAML, masked_sgd
-from metarim.algorithms.base import Learner, build_policy, register_learner
+from metarim.algorithms.base import Learner, adam, build_policy, register_learner
 from metarim.algorithms.meta_common import (
     EpisodeWindow,
     make_task_samplers,
@@ -116,7 +116,7 @@ class MetaRIM(Learner):
         groups = [{"params": list(self.policy.parameters())}]
         if self.meta.lrs is not None:  # Meta-SGD: the rates are meta-parameters too
             groups.append({"params": list(self.meta.lrs), "lr": config.inner_lr_lr})
-        self.optimizer = torch.optim.Adam(groups, lr=config.lr, eps=1e-5)
+        self.optimizer = adam(groups, config.lr)
         self.num_chunks = config.num_steps // config.chunk_length
         self.columns = max(1, config.batch_size // config.num_steps)
         """Env columns per minibatch: ``batch_size`` frames of whole sequences."""

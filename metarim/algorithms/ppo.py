@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from metarim.algorithms.base import Learner, build_policy, register_learner
+from metarim.algorithms.base import Learner, adam, build_policy, register_learner
 from metarim.config import TrainConfig
 from metarim.rl.losses import a2c_loss, gae, ppo_loss
 from metarim.rl.policy import unique_rows
@@ -77,7 +77,7 @@ class PPO(Learner):
         # not fused=True: that kernel is 0.5 ms cheaper per step (~1.5 % of an update) but
         # rounds differently, and DoorKey-5x5 is chaotic enough that seed 0 then missed the
         # 150k-frame budget docs/results.md states (0.26 success at 150k, measured)
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr, eps=1e-5)
+        self.optimizer = adam(self.policy.parameters(), config.lr)
         self.collector = RolloutCollector(self.envs, self.policy, config.num_steps)
         self.recent: deque[dict[str, float]] = deque(maxlen=100)
 

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from metarim.algorithms.base import Learner, register_learner
+from metarim.algorithms.base import Learner, adam, register_learner
 from metarim.algorithms.maml import setup_task_learner
 from metarim.algorithms.meta_common import (
     EpisodeWindow,
@@ -86,7 +86,7 @@ class Reptile(Learner):
         r"""Starts from ``theta``, takes ``inner_steps`` Adam steps on ``task``; returns :math:`\tilde\theta`."""
         c = self.config
         copy_into(self.policy, theta)
-        opt = torch.optim.Adam(self.policy.parameters(), lr=c.lr, eps=1e-5)
+        opt = adam(self.policy.parameters(), c.lr)
         for _ in range(c.inner_steps):
             rollout = self.tasks.collect(task, self.policy)
             self._frames += rollout.num_frames
