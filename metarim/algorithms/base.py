@@ -69,10 +69,11 @@ def adam(params: Any, lr: float) -> torch.optim.Adam:
     """The learners' Adam (``eps=1e-5``), with the multi-tensor (``foreach``) update.
 
     On CPU torch defaults to the per-tensor loop, ~10 small ops per parameter tensor per
-    step: 2.8 ms of a PPO+LSTM minibatch step's ~13 ms, 5 ms of a RIM one's. ``foreach``
-    runs the same kernels in the same order over the tensor list, so the parameters are
-    bitwise those of the loop (tested); ``fused=True`` would be cheaper still but rounds
-    differently (see ``PPO.__init__``).
+    step: 1.15 against 0.74 ms per step for the default LSTM policy's 25 tensors, 1.71
+    against 1.27 ms for the RIM policy's 31 (idle machine, one thread), so ~4 % of a PPO
+    update. ``foreach`` runs the same kernels in the same order over the tensor list, so
+    the parameters are bitwise those of the loop (tested); ``fused=True`` would be
+    cheaper still but rounds differently (see ``PPO.__init__``).
     """
     return torch.optim.Adam(params, lr=lr, eps=1e-5, foreach=True)
 
