@@ -51,7 +51,8 @@ class TrainConfig:
     """``torch.compile`` the memory core (inductor, one graph per batch shape and grad
     mode; the first update of a run compiles, ~20-30 s per graph with a cold cache).
     Same function up to float rounding; the RIM core runs ~2x faster forward+backward.
-    ``ppo``/``a2c``: collection and update; ``metarim``: its collection pass (the
+    ``ppo``/``a2c``: collection and update (the RIM core; the LSTM core, already fused
+    kernels and slower compiled, stays eager); ``metarim``: its collection pass (the
     meta-gradient goes through a differentiable clone, which stays eager). Not for
     ``maml``/``reptile``, whose clones are the acting policies."""
     frames: int = 100_000

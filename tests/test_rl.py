@@ -193,6 +193,7 @@ def test_compiled_memory_trains_like_eager():
     runs = []
     for compiled in (False, True):
         learner = make_learner(_cfg(memory="rim", compile=compiled))
+        assert (learner.policy.memory._compiled_call_impl is not None) == compiled
         metrics = _clean(learner.step())
         runs.append((metrics, learner.state_dict()["policy"]))
         learner.close()
@@ -205,6 +206,9 @@ def test_compiled_memory_trains_like_eager():
         torch.testing.assert_close(p_comp[key], p_eager[key], atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="compile=True supports ppo, a2c and metarim"):
         _cfg(algo="maml", memory="rim", compile=True)
+    lstm = make_learner(_cfg(memory="lstm", compile=True))  # fused kernels already: stays eager
+    assert lstm.policy.memory._compiled_call_impl is None
+    lstm.close()
 
 
 def test_learner_refuses_other_checkpoint_and_guards_nan():

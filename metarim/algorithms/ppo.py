@@ -72,7 +72,7 @@ class PPO(Learner):
         self.envs = make_vec_env(Task(config.env), config.num_envs, seed=config.seed, vocab=self.vocab,
                                  backend=config.env_backend, worker=config.env_worker)
         self.policy = build_policy(config, int(self.envs.single_action_space.n), self.vocab)
-        if config.compile:  # in place: the state dict keeps its keys
+        if config.compile and getattr(self.policy.memory, "compiles", True):  # in place: same state-dict keys
             self.policy.memory.compile(dynamic=False)
         # not fused=True: that kernel is 0.5 ms cheaper per step (~1.5 % of an update) but
         # rounds differently, and DoorKey-5x5 is chaotic enough that seed 0 then missed the

@@ -69,6 +69,11 @@ class LSTMCore(nn.Module):
 
     max_cell_steps = 16
     """Longest sequence with inner resets that runs as per-step cells."""
+    compiles = False
+    """``compile=True`` leaves this core eager: its cells are already single fused
+    kernels, and compiled it was slower (an 8-env step without gradient 123 against 82 us,
+    a PPO update the same or slower; idle machine, session 5). Cores without the attribute
+    are compiled."""
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
         super().__init__()
