@@ -3,8 +3,9 @@
 Rows: the vector env stepped with random actions (env only), then one row per learner
 (``Learner.step``, collection and update together, one thread), with the update's share
 of the time. Meta-RIM is measured with one meta-step per update (second and first order:
-the cost of the masked second-order step itself) and with its training default (4
-epochs × 4 minibatches, PPO's number of gradient steps per frame). The target is Meta-RIM
+the cost of the masked second-order step itself), with four (4 epochs over all env
+columns) and with its training default (4 epochs × 4 minibatches, PPO's number of
+gradient steps per frame). The target is Meta-RIM
 second order at ≥ 0.3× the env-only rate. CPU-time rates (``time.process_time``, one
 torch thread, plus the env worker's CPU time with ``--env-worker``) are the ones to read
 on a machine shared with other jobs.
@@ -108,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         # the training default: 4 epochs x (batch_size / num_steps)-column minibatches
         "metarim (2nd order, default)": {"algo": "metarim", "memory": "rim", "num_steps": T,
                                          "chunk_length": args.chunk_length},
+        # 4 epochs x all columns: 4 chains per update (examples/gotolocal_meta.py's
+        # metarim-4step-lr4x, which learns about as well as the default; docs/results.md)
+        "metarim (2nd order, 4 steps)": {**single, "algo": "metarim", "memory": "rim", "epochs": 4},
         "maml (rim, 2nd order)": {"algo": "maml", "memory": "rim", "num_steps": args.chunk_length, "meta_batch": 2},
         "reptile (rim, 3 steps)": {"algo": "reptile", "memory": "rim", "num_steps": args.chunk_length,
                                    "meta_batch": 2, "inner_steps": 3},

@@ -69,6 +69,9 @@ LEARNERS: dict[str, dict[str, Any]] = {
                       "outer_chunks": "all", "batch_size": 1024},
     "metarim-1step": {"algo": "metarim", "memory": "rim", "num_steps": 64, "chunk_length": 32, "inner_lr": 10.0,
                       "outer_chunks": "all", "batch_size": 1024, "epochs": 1},
+    # 4 meta-steps per update at 4x the Adam step size (2e-3): the default's movement per frame
+    "metarim-4step-lr4x": {"algo": "metarim", "memory": "rim", "num_steps": 64, "chunk_length": 32,
+                           "inner_lr": 10.0, "outer_chunks": "all", "batch_size": 1024, "lr": 2e-3},
     "maml": {"algo": "maml", "memory": "rim", "num_envs": 8, "num_steps": 32, "meta_batch": 4},
     "reptile": {"algo": "reptile", "memory": "rim", "num_envs": 8, "num_steps": 32, "meta_batch": 4,
                 "inner_steps": 3},

@@ -71,9 +71,10 @@ class LSTMCore(nn.Module):
     """Longest sequence with inner resets that runs as per-step cells."""
     compiles = False
     """``compile=True`` leaves this core eager: its cells are already single fused
-    kernels, and compiled it was slower (an 8-env step without gradient 123 against 82 us,
-    a PPO update the same or slower; idle machine, session 5). Cores without the attribute
-    are compiled."""
+    kernels, and compiled it was slower: 0.126 against 0.080 ms per 8-env step without
+    gradient, 2.26 against 1.99 ms forward + backward over 64 four-step windows
+    (``python benchmarks/compile_memory.py --memory lstm --repeats 3``, idle machine).
+    Cores without the attribute are compiled."""
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
         super().__init__()
