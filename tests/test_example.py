@@ -96,3 +96,22 @@ def test_quick_resumes_finished_runs(quick, capsys):
     err = capsys.readouterr().err
     assert err.count("done earlier") == 2 and "training for" not in err
     assert (out / "runs" / "maml-s0.json").stat().st_mtime_ns == before
+
+
+def test_failure_modes_counts_add_up(quick, capsys):
+    _, out = quick
+    spec = importlib.util.spec_from_file_location("failure_modes", EXAMPLE.parent / "failure_modes.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--run", str(out / "runs" / "metarim-s0"), "--episodes", "6"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    succ = res["success"]
+    assert res["env"] == "BabyAI-GoToLocalS6N2-v0" and succ["all"]["episodes"] == 6
+    wins = round(succ["all"]["rate"] * 6)
+    assert sum(res["failed_facing"].values()) == 6 - wins  # each failure is classified once
+    for split in ("target visible at start", "same-type distractor"):
+        parts = [v for k, v in succ.items() if k.startswith(split)]
+        assert sum(p["episodes"] for p in parts) == 6
+        assert round(sum(p["rate"] * p["episodes"] for p in parts)) == wins
+    assert mod.main(["--run", str(out / "missing")]) == 2
+    assert "not a metarim run" in capsys.readouterr().err
