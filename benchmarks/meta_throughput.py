@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         "metarim (2nd order, default)": {"algo": "metarim", "memory": "rim", "num_steps": T,
                                          "chunk_length": args.chunk_length},
         # 4 epochs x all columns: 4 chains per update (examples/gotolocal_meta.py's
-        # metarim-4step-lr4x, which learns about as well as the default; docs/results.md)
+        # metarim-4step and metarim-4step-lr4x, which plateau at ~0.6; docs/results.md)
         "metarim (2nd order, 4 steps)": {**single, "algo": "metarim", "memory": "rim", "epochs": 4},
         "maml (rim, 2nd order)": {"algo": "maml", "memory": "rim", "num_steps": args.chunk_length, "meta_batch": 2},
         "reptile (rim, 3 steps)": {"algo": "reptile", "memory": "rim", "num_steps": args.chunk_length,

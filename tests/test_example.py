@@ -13,8 +13,8 @@ EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "gotolocal_
 LEARNERS = ["metarim", "maml", "reptile", "rim", "lstm"]
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("gotolocal_meta", EXAMPLE)
+def _load(path: pathlib.Path = EXAMPLE):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -100,9 +100,7 @@ def test_quick_resumes_finished_runs(quick, capsys):
 
 def test_failure_modes_counts_add_up(quick, capsys):
     _, out = quick
-    spec = importlib.util.spec_from_file_location("failure_modes", EXAMPLE.parent / "failure_modes.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _load(EXAMPLE.parent / "failure_modes.py")
     assert mod.main(["--run", str(out / "runs" / "metarim-s0"), "--episodes", "6"]) == 0
     res = json.loads(capsys.readouterr().out)
     succ = res["success"]
