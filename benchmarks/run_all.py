@@ -3,7 +3,7 @@
     python benchmarks/run_all.py [--out FILE]
 
 Each script prints one JSON object (or one per line); ``learn.py`` (training runs of
-tens of minutes) is skipped. A script that fails is reported
+tens of minutes) and ``meta_grad_compile.py`` (a compile of about 14 minutes) are skipped. A script that fails is reported
 with its exit code and the last line of its stderr, and does not stop the others.
 """
 
@@ -18,7 +18,8 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 # Not speed benchmarks but training runs of tens of minutes: run them by themselves.
-SKIP = {"learn.py": "PPO learning curves, about 25 minutes"}
+SKIP = {"learn.py": "PPO learning curves, about 25 minutes",
+        "meta_grad_compile.py": "compiles a nested-grad graph, about 14 minutes"}
 
 
 def main() -> int:
