@@ -76,6 +76,10 @@ LEARNERS: dict[str, dict[str, Any]] = {
     # (chunks of 16 steps, 8 env columns per minibatch): half the sequential steps per frame
     "metarim-c16": {"algo": "metarim", "memory": "rim", "num_steps": 32, "chunk_length": 16, "inner_lr": 10.0,
                     "outer_chunks": "all"},
+    # not in the default list: one epoch of the default's 4-column minibatches, 4 chains per
+    # update like metarim-4step but each on a quarter of the columns and on fresh data
+    "metarim-e1": {"algo": "metarim", "memory": "rim", "num_steps": 64, "chunk_length": 32, "inner_lr": 10.0,
+                   "outer_chunks": "all", "epochs": 1},
     "maml": {"algo": "maml", "memory": "rim", "num_envs": 8, "num_steps": 32, "meta_batch": 4},
     "reptile": {"algo": "reptile", "memory": "rim", "num_envs": 8, "num_steps": 32, "meta_batch": 4,
                 "inner_steps": 3},
