@@ -66,12 +66,20 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.steps, args.batch, args.repeats) < 1:
         print("error: --steps, --batch and --repeats must be at least 1", file=sys.stderr)
         return 2
-    from metarim.rim import RIM
-
     torch.set_num_threads(1)
     torch.manual_seed(0)
+    dtype = torch.get_default_dtype()
     if args.float64:
         torch.set_default_dtype(torch.float64)
+    try:
+        return _run(args)
+    finally:
+        torch.set_default_dtype(dtype)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from metarim.rim import RIM
+
     T, B = args.steps, args.batch
     rim = RIM(args.input_size, args.hidden_size, args.num_units, args.k)
     head = torch.nn.Linear(args.hidden_size, 7)
@@ -141,8 +149,6 @@ def main(argv: list[str] | None = None) -> int:
         saved = base - rows["compiled func.grad"]["ms"]
         result["break_even_meta_steps"] = compile_s * 1000 / saved if saved > 0 else None
     print(json.dumps(result))
-    if args.float64:
-        torch.set_default_dtype(torch.float32)
     return 0
 
 

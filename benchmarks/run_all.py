@@ -3,8 +3,9 @@
     python benchmarks/run_all.py [--out FILE]
 
 Each script prints one JSON object (or one per line); ``learn.py`` (training runs of
-tens of minutes) and ``meta_grad_compile.py`` (a compile of about 14 minutes) are skipped. A script that fails is reported
-with its exit code and the last line of its stderr, and does not stop the others.
+tens of minutes) and ``meta_grad_compile.py`` (a compile of about 14 minutes) are
+skipped. A script that fails is reported with its exit code and the last line of its
+stderr, and does not stop the others.
 """
 
 from __future__ import annotations

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import pathlib
 
 import pytest
+from load_script import load_script
 
 EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "gotolocal_meta.py"
 LEARNERS = ["metarim", "maml", "reptile", "rim", "lstm"]
 
 
 def _load(path: pathlib.Path = EXAMPLE):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(path)
 
 
 @pytest.fixture(scope="module")
