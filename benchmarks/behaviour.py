@@ -1,0 +1,146 @@
+"""Behaviour fingerprint: does a refactor change what any learner computes?
+
+Trains every learner for a few thousand frames from a fixed seed on the tensor env (each
+run in its own process, through ``metarim train``) and hashes what it wrote:
+``metrics.csv`` without its time columns, and every tensor and number of the last
+checkpoint (the policy, the optimiser state, the RNG states, the env states). Two trees
+with the same fingerprint compute the same thing, bit for bit.
+
+    python benchmarks/behaviour.py --out /tmp/fp.json               # fingerprint now
+    python benchmarks/behaviour.py --check benchmarks/data/behaviour.json
+
+``--check`` exits 1 and names the runs whose hashes differ. ``--keep DIR`` also keeps the
+run folders, half-trained (``--half``), so that a later tree can show it resumes them
+(``tests/test_behaviour.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+from typing import Any
+
+import torch
+
+TIME_COLUMNS = {"fps", "collect_s", "update_s"}
+COMMON = ["--env", "BabyAI-GoToLocalS6N2-v0", "--env-backend", "tensor", "--seed", "7",
+          "--threads", "1", "--quiet", "--checkpoint-every", "1000"]
+# learner -> extra flags; sized so that the six runs take about two minutes on one core.
+RUNS: dict[str, list[str]] = {
+    "ppo-lstm": ["--algo", "ppo", "--memory", "lstm", "--frames", "8192"],
+    "ppo-rim": ["--algo", "ppo", "--memory", "rim", "--frames", "8192"],
+    "a2c-lstm": ["--algo", "a2c", "--memory", "lstm", "--frames", "8192", "--num-steps", "8",
+                 "--batch-size", "128"],
+    "metarim": ["--algo", "metarim", "--memory", "rim", "--frames", "4096"],
+    "maml": ["--algo", "maml", "--memory", "rim", "--frames", "4096"],
+    "reptile": ["--algo", "reptile", "--memory", "lstm", "--frames", "4096"],
+}
+
+
+def frames_of(name: str) -> int:
+    flags = RUNS[name]
+    return int(flags[flags.index("--frames") + 1])
+
+
+def train(name: str, out: pathlib.Path, *, frames: int | None = None, resume: bool = False) -> None:
+    """Runs ``metarim train`` for ``name`` in a fresh process."""
+    flags = [*COMMON, *RUNS[name]]
+    if frames is not None:
+        flags[flags.index("--frames") + 1] = str(frames)
+    cmd = [sys.executable, "-m", "metarim.cli", "train", "--out", str(out), *flags]
+    if resume:
+        cmd = [sys.executable, "-m", "metarim.cli", "train", "--out", str(out), "--resume", "--quiet",
+               "--frames", str(frames)]
+    subprocess.run(cmd, check=True)
+
+
+def _digest(value: Any, h: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        h.update(f"T{value.dtype}{tuple(value.shape)}".encode())
+        h.update(value.detach().contiguous().cpu().view(-1).view(torch.uint8).numpy().tobytes()
+                 if value.numel() else b"")
+    elif isinstance(value, dict):
+        h.update(b"D")
+        for k in sorted(value, key=str):
+            h.update(repr(k).encode())
+            _digest(value[k], h)
+    elif isinstance(value, (list, tuple)):
+        h.update(b"L")
+        for v in value:
+            _digest(v, h)
+    else:
+        h.update(repr(value).encode())
+
+
+def fingerprint(run: pathlib.Path) -> dict[str, str]:
+    """Hashes of a run folder's learning columns and of its last checkpoint's contents."""
+    with open(run / "metrics.csv") as f:
+        rows = [{k: v for k, v in r.items() if k not in TIME_COLUMNS} for r in csv.DictReader(f)]
+    buf = io.StringIO()
+    json.dump(rows, buf, sort_keys=True)
+    ckpt = sorted((run / "checkpoints").glob("ckpt-*.pt"))[-1]
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    out = {"metrics": hashlib.sha256(buf.getvalue().encode()).hexdigest(), "rows": str(len(rows))}
+    for key in sorted(state):
+        h = hashlib.sha256()
+        _digest(state[key], h)
+        out[f"ckpt/{key}"] = h.hexdigest()
+    return out
+
+
+def run_all(names: list[str], keep: pathlib.Path | None = None, half: bool = False) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            out = pathlib.Path(tmp) / name
+            train(name, out)
+            result[name] = fingerprint(out)
+            if keep is not None:
+                dest = keep / name
+                shutil.rmtree(dest, ignore_errors=True)
+                if half:  # a run stopped half way, for resume tests
+                    shutil.rmtree(out)
+                    train(name, out, frames=frames_of(name) // 2)
+                shutil.copytree(out, dest)
+                for stale in sorted((dest / "checkpoints").glob("ckpt-*.pt"))[:-1]:
+                    stale.unlink()
+            print(f"behaviour: {name} done", file=sys.stderr)
+    return result
+
+
+def compare(want: dict[str, Any], got: dict[str, Any]) -> list[str]:
+    """Names ``run:key`` of every hash that differs."""
+    return [f"{run}:{k}" for run in want for k in sorted(set(want[run]) | set(got.get(run, {})))
+            if want[run].get(k) != got.get(run, {}).get(k)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", help="write the fingerprint JSON here")
+    ap.add_argument("--check", help="compare with this fingerprint JSON; exit 1 on a difference")
+    ap.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
+    ap.add_argument("--keep", help="also keep the run folders here")
+    ap.add_argument("--half", action="store_true", help="with --keep: keep runs stopped half way")
+    args = ap.parse_args(argv)
+    got = run_all(args.runs, pathlib.Path(args.keep) if args.keep else None, args.half)
+    if args.out:
+        pathlib.Path(args.out).write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
+    diff: list[str] = []
+    if args.check:
+        want = json.loads(pathlib.Path(args.check).read_text())
+        want = {k: v for k, v in want.items() if k in args.runs}
+        diff = compare(want, got)
+    print(json.dumps({"runs": args.runs, "differ": diff, "equal": not diff}))
+    return 1 if diff else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
