@@ -25,8 +25,9 @@ import time
 import numpy as np
 import torch
 
-from metarim.envs import TensorGoToVecEnv
-from metarim.tasks import Task, Vocab, make_vec_env
+from metarim.envs import make_vec_env
+from metarim.envs.tensor import TensorGoToVecEnv
+from metarim.tasks import Task, Vocab
 
 
 def run(envs, actions: list, seconds: float, frames_per_step: int) -> dict[str, float]:

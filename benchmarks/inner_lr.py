@@ -53,7 +53,7 @@ def measure(meta, chunks, targets, config, kind: str, unadapted: tuple[float, to
     its effect on both chunks. ``unadapted``: chunk 1's loss and action probabilities
     under the unadapted policy (the same for every rate, so computed once per pair)."""
     from metarim.algorithms.meta_common import quiet_nonleaf_grad, rollout_a2c_loss
-    from metarim.params import reduce_activity
+    from metarim.meta.partition import reduce_activity
 
     masked = hasattr(meta, "partition")
     with quiet_nonleaf_grad():
@@ -87,12 +87,12 @@ def main(argv: list[str] | None = None) -> None:
 
     import learn2learn as l2l
 
-    from metarim.adapt import MaskedMAML
     from metarim.algorithms.meta_common import sequence_targets
-    from metarim.evaluate import load_run
+    from metarim.envs.minigrid import make_vec_env
+    from metarim.evaluation.evaluate import load_run
+    from metarim.meta.maml import MaskedMAML
     from metarim.rl.rollout import RolloutCollector
     from metarim.tasks import Task
-    from metarim.tasks.envs import make_vec_env
 
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)

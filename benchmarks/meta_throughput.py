@@ -30,7 +30,7 @@ import torch
 
 def env_only(level: str, num_envs: int, frames: int, seed: int = 0) -> dict[str, float]:
     """Frames per second (wall and CPU time) of the vector env alone with random actions."""
-    from metarim.tasks.envs import make_vec_env
+    from metarim.envs.minigrid import make_vec_env
     from metarim.tasks.task import Task
     from metarim.tasks.vocab import Vocab
 

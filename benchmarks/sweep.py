@@ -56,7 +56,7 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=16_384, help="frames per run")
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     a = p.parse_args()
-    from metarim.sweep_spec import expand_sweep
+    from metarim.sweep.spec import expand_sweep
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="metarim-bench-sweep-"))
     sweep_file = work / "sweep.json"

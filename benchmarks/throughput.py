@@ -58,7 +58,8 @@ def _worker_peak_mb(envs) -> float:
 def _env_only(env: str, num_envs: int, frames: int, worker: bool = False) -> dict:
     import numpy as np
 
-    from metarim.tasks import Task, Vocab, make_vec_env
+    from metarim.envs import make_vec_env
+    from metarim.tasks import Task, Vocab
 
     envs = make_vec_env(Task(env), num_envs, seed=0, vocab=Vocab(), worker=worker)
     envs.reset()
@@ -120,7 +121,8 @@ def _interleaved(env: str, num_envs: int, frames: int, memory: str, threads: int
 
     from metarim.algorithms import make_learner
     from metarim.config import TrainConfig
-    from metarim.tasks import Task, Vocab, make_vec_env
+    from metarim.envs import make_vec_env
+    from metarim.tasks import Task, Vocab
 
     torch.set_num_threads(threads)
     kw = {} if batch is None else {"batch_size": batch}

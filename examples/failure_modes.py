@@ -39,9 +39,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX
 
-    from metarim.evaluate import load_run
+    from metarim.envs.minigrid import make_env
+    from metarim.evaluation.evaluate import load_run
     from metarim.rl.rollout import sample_actions
-    from metarim.tasks.envs import make_env
     from metarim.tasks.task import Task
 
     try:

@@ -7,7 +7,7 @@ seed; then each is measured the same way:
 * frames to reach 0.8 success (or "not reached"), and final success;
 * fast adaptation: success on a held-out task (a held-out seed range of the training
   level) after 0, 1, 2 and 5 inner updates, each learner with its own rule
-  (:mod:`metarim.adaptation_eval`);
+  (:mod:`metarim.evaluation.adaptation`);
 * zero-shot success on harder levels, without any update;
 * module activity of the RIM-based learners per mission word and over time.
 
@@ -15,7 +15,7 @@ Outputs in ``--out`` (default ``results/gotolocal/``): ``curves.png`` (success) 
 ``returns.png`` against frames, ``summary.json``,
 ``summary.md`` (mean with 95 % bootstrap CI over seeds, Welch p-value against
 Meta-RIM), ``modules.png``, the run folders ``runs/<learner>-s<seed>/`` (trained by
-``metarim sweep``'s runner, :mod:`metarim.sweep`: ``--jobs`` at once, finished runs
+``metarim sweep``'s runner, :mod:`metarim.sweep.run`: ``--jobs`` at once, finished runs
 skipped, interrupted ones resumed from their checkpoints) and their measurements
 ``runs/<learner>-s<seed>.json``; a run whose JSON exists is not measured again.
 
@@ -148,9 +148,9 @@ def measure(name: str, seed: int, args: argparse.Namespace, folder: pathlib.Path
 
     import torch
 
-    from metarim.adaptation_eval import fast_adaptation, module_activity, zero_shot
     from metarim.algorithms.meta_common import make_task_samplers
-    from metarim.evaluate import load_run
+    from metarim.evaluation.adaptation import fast_adaptation, module_activity, zero_shot
+    from metarim.evaluation.evaluate import load_run
 
     config, policy, vocab, state = load_run(folder)
     torch.set_num_threads(config.threads)
@@ -182,8 +182,8 @@ def aggregate(runs: list[dict[str, Any]], args: argparse.Namespace, out: pathlib
     """Writes ``summary.json``, ``summary.md``, ``curves.png`` and ``modules.png``."""
     import numpy as np
 
-    from metarim.plotting import plot_curves, plot_modules
-    from metarim.report import frames_to_threshold, summarize, summary_markdown
+    from metarim.reporting.plotting import plot_curves, plot_modules
+    from metarim.reporting.report import frames_to_threshold, summarize, summary_markdown
 
     per: dict[str, dict[str, list[Any]]] = {}
     curves: dict[str, list[tuple[list[float], list[float]]]] = {}
@@ -244,8 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = pathlib.Path(args.out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    from metarim.sweep import run_sweep
-    from metarim.sweep_spec import SweepRun
+    from metarim.sweep.run import run_sweep
+    from metarim.sweep.spec import SweepRun
 
     todo = [SweepRun(f"{name}-s{seed}", name, name, make_config(name, args, seed).to_dict())
             for seed in args.seeds for name in args.learners]

@@ -87,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
         else:
             e.add_argument("--out", required=True, help="GIF file to write")
             e.add_argument("--fps", type=int, default=6)
-    from metarim.sweep_cli import add_sweep_parsers
+    from metarim.sweep.cli import add_sweep_parsers
 
     add_sweep_parsers(sub)
     return p
@@ -96,8 +96,8 @@ def _parser() -> argparse.ArgumentParser:
 def _build_config(args: argparse.Namespace) -> Any:
     from metarim.algorithms import LEARNERS
     from metarim.config import TrainConfig
+    from metarim.envs.minigrid import check_level
     from metarim.rl.memory import MEMORY_CORES
-    from metarim.tasks.envs import check_level
 
     out = pathlib.Path(args.out)
     if args.resume:
@@ -167,8 +167,8 @@ def _cmd_train(args: argparse.Namespace) -> Any:
 
 
 def _cmd_eval_or_render(args: argparse.Namespace) -> int:
-    from metarim.evaluate import evaluate, load_run, render
-    from metarim.tasks.envs import check_level
+    from metarim.envs.minigrid import check_level
+    from metarim.evaluation.evaluate import evaluate, load_run, render
     from metarim.tasks.task import Task
 
     if args.episodes < 1:
@@ -188,7 +188,7 @@ def _cmd_eval_or_render(args: argparse.Namespace) -> int:
                        seed=args.seed, greedy=args.greedy)
         res.update(run=str(args.run), frames=int(state["frames"]))
         if args.adapt_steps or args.zero_shot:
-            from metarim.adaptation_eval import adaptation_report
+            from metarim.evaluation.adaptation import adaptation_report
 
             res.update(adaptation_report(config, policy, vocab, adapt_steps=args.adapt_steps or (),
                                          zero_shot_levels=args.zero_shot or (), episodes=args.episodes,
@@ -213,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "train":
             trainer = _cmd_train(args)
         elif args.command in ("sweep", "sweep-report"):
-            from metarim.sweep_cli import sweep_command
+            from metarim.sweep.cli import sweep_command
 
             code = sweep_command(args)
         else:

@@ -44,7 +44,7 @@ class TrainConfig:
     """``minigrid`` or ``tensor`` (batched torch GoTo levels, ``metarim.envs``; same episodes)."""
     env_worker: bool = False
     """``minigrid`` envs in a background process, stepped half at a time while the policy
-    acts on the other half (:class:`~metarim.tasks.worker.WorkerVecEnv`): uses a second core,
+    acts on the other half (:class:`~metarim.envs.worker.WorkerVecEnv`): uses a second core,
     same episodes; the actions are sampled per half, so a seed's trajectories differ from
     the in-process env's. ``ppo``/``a2c``/``metarim`` only."""
     compile: bool = False

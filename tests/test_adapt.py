@@ -1,4 +1,4 @@
-"""Tests of masked differentiable adaptation (metarim.adapt), float64 and seeded."""
+"""Tests of masked differentiable adaptation (metarim.meta.maml), float64 and seeded."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.testing import assert_close
 
-from metarim.adapt import MaskedMAML, available_backends, masked_maml_update, masked_sgd
-from metarim.params import reduce_activity
+from metarim.meta.maml import MaskedMAML, available_backends, masked_maml_update, masked_sgd
+from metarim.meta.partition import reduce_activity
 from metarim.rim import RIM, GroupLinear
 
 BACKENDS = ("learn2learn", "higher", "func")
@@ -421,8 +421,8 @@ def test_func_backend_needs_neither_learn2learn_nor_higher():
     import sys
 
     code = (
-        "import sys, torch; from metarim.adapt import MaskedMAML; "
-        "from metarim.params import partition_parameters; "
+        "import sys, torch; from metarim.meta.maml import MaskedMAML; "
+        "from metarim.meta.partition import partition_parameters; "
         "net = torch.nn.Linear(2, 1); meta = MaskedMAML(net, 0.1, fast='all', backend='func'); "
         "learner = meta.clone(); learner.adapt(learner(torch.ones(1, 2)).sum()); "
         "learner(torch.ones(1, 2)).sum().backward(); "

@@ -56,8 +56,8 @@ def test_eval_prints_json(run, capsys):
 
 
 def test_eval_fast_adaptation_and_zero_shot(run, capsys):
-    from metarim.adaptation_eval import adaptation_report
-    from metarim.evaluate import load_run
+    from metarim.evaluation.adaptation import adaptation_report
+    from metarim.evaluation.evaluate import load_run
 
     argv = ["eval", "--run", str(run), "--episodes", "4", "--num-envs", "2", "--adapt-steps", "0", "1",
             "--zero-shot", "BabyAI-GoToLocalS6N2-v0"]

@@ -23,7 +23,7 @@ from metarim.algorithms import make_learner
 from metarim.algorithms.meta_common import quiet_nonleaf_grad, rollout_a2c_loss
 from metarim.algorithms.reptile import reptile_update
 from metarim.config import TrainConfig
-from metarim.params import reduce_activity
+from metarim.meta.partition import reduce_activity
 from metarim.rim import InputAttention
 
 LEVEL = "BabyAI-GoToLocalS6N2-v0"
@@ -256,7 +256,7 @@ def test_meta_sgd_rates_get_the_reference_gradient(monkeypatch, first_order):
 
 
 def test_meta_sgd_rates_are_checkpointed_and_used_by_eval():
-    from metarim.adaptation_eval import Adapter
+    from metarim.evaluation.adaptation import Adapter
 
     a = make_learner(tiny(algo="metarim", memory="rim", learnable_lr=True, inner_lr_lr=0.5))
     a.step()
@@ -439,7 +439,7 @@ def test_cli_train_and_eval_metarim(tmp_path, capsys):
     assert main(["eval", "--run", str(out), "--episodes", "2", "--num-envs", "2"]) == 0
     assert '"success_rate"' in capsys.readouterr().out
 
-    from metarim.adaptation_eval import main as adapt_main
+    from metarim.evaluation.adaptation import main as adapt_main
 
     assert adapt_main(["--run", str(out), "--adapt-steps", "0", "1", "--zero-shot", "BabyAI-GoToLocalS8N7-v0",
                        "--episodes", "2"]) == 0

@@ -1,4 +1,4 @@
-"""Tests of the fast/slow parameter partition and activity masks (metarim.params)."""
+"""Tests of the fast/slow parameter partition and activity masks (metarim.meta.partition)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
-from metarim.params import DEFAULT_FAST_TYPES, partition_parameters, reduce_activity
+from metarim.meta.partition import DEFAULT_FAST_TYPES, partition_parameters, reduce_activity
 from metarim.rim import RIM, GroupGRUCell, GroupLinear, GroupLSTMCell
 
 MECHANISMS = tuple(f"rim.cell.mechanisms.{n}" for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))

@@ -11,8 +11,9 @@ import torch
 from metarim.algorithms import LEARNERS, PPO, make_learner
 from metarim.algorithms.ppo import distinct_obs, windows
 from metarim.config import TrainConfig
+from metarim.envs import make_vec_env
 from metarim.rl import ActorCritic, RolloutCollector, a2c_loss, gae, make_memory, ppo_loss
-from metarim.tasks import Task, Vocab, make_vec_env
+from metarim.tasks import Task, Vocab
 
 
 def test_gae_hand_computed():

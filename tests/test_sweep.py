@@ -17,8 +17,8 @@ import torch
 
 from metarim.checkpoint import list_checkpoints, load_checkpoint
 from metarim.cli import main
-from metarim.sweep import RunLock, run_state, run_sweep, train_run
-from metarim.sweep_spec import expand_sweep, load_sweep
+from metarim.sweep.run import RunLock, run_state, run_sweep, train_run
+from metarim.sweep.spec import expand_sweep, load_sweep
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ROOT / "examples" / "sweeps" / "tiny.json"  # 2 learners x 2 seeds, 2,048 frames

@@ -5,16 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from metarim.tasks import (
-    SAMPLERS,
-    MissionFilter,
-    Task,
-    Vocab,
-    check_level,
-    make_env,
-    make_sampler,
-    make_vec_env,
-)
+from metarim.envs import check_level, make_env, make_vec_env
+from metarim.tasks import SAMPLERS, MissionFilter, Task, Vocab, make_sampler
 
 GOTO = "BabyAI-GoToLocal-v0"
 

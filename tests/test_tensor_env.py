@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from metarim.envs import SUPPORTED_LEVELS, TensorGoToVecEnv, make_tensor_vec_env
-from metarim.envs.codes import EMPTY
-from metarim.tasks import MissionFilter, Task, Vocab, make_env, make_vec_env
+from metarim.envs import make_env, make_vec_env
+from metarim.envs.tensor import SUPPORTED_LEVELS, TensorGoToVecEnv, make_tensor_vec_env
+from metarim.envs.tensor.codes import EMPTY
+from metarim.tasks import MissionFilter, Task, Vocab
 
 
 def _actions(rng: np.random.Generator, b: int, mode: str) -> np.ndarray:
@@ -108,9 +109,9 @@ def test_layouts_equal_untouched_minigrid_resets(level):
 
     import gymnasium as gym
 
-    from metarim.envs import LayoutGenerator
-    from metarim.envs.codes import ENCODING
-    from metarim.envs.layouts import PAD
+    from metarim.envs.tensor import LayoutGenerator
+    from metarim.envs.tensor.codes import ENCODING
+    from metarim.envs.tensor.layouts import PAD
 
     gen = LayoutGenerator(level)
     env = gym.make(level).unwrapped

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
+from metarim.envs import make_vec_env
 from metarim.rl.policy import ActorCritic
 from metarim.rl.rollout import RolloutCollector
-from metarim.tasks import Task, Vocab, make_vec_env
+from metarim.tasks import Task, Vocab
 
 # short episodes, so that a few dozen steps cross several episode ends
 TASK = Task("BabyAI-GoToLocalS6N2-v0", env_kwargs=(("max_steps", 7),))
@@ -130,7 +131,7 @@ def test_ppo_with_env_worker_trains_and_resumes(tmp_path):
 
 def test_worker_bad_input():
     with pytest.raises(ValueError, match="slices=3 must be between 1 and num_envs=2"):
-        from metarim.tasks.worker import WorkerVecEnv
+        from metarim.envs.worker import WorkerVecEnv
 
         WorkerVecEnv([TASK] * 2, [0, 1], Vocab(), slices=3)
     with pytest.raises(ValueError, match="worker=True needs backend='minigrid'"):

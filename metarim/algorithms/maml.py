@@ -41,8 +41,8 @@ from metarim.algorithms.meta_common import (
     rollout_a2c_loss,
 )
 from metarim.config import TrainConfig
+from metarim.envs.minigrid import make_env, make_vec_env
 from metarim.rl.rollout import RolloutCollector
-from metarim.tasks.envs import make_env, make_vec_env
 from metarim.tasks.task import Task
 from metarim.tasks.vocab import Vocab
 

@@ -68,7 +68,6 @@ from typing import Any
 
 import torch
 
-from metarim.adapt import MaskedMAML, masked_sgd
 from metarim.algorithms.base import Learner, adam, build_policy, register_learner
 from metarim.algorithms.meta_common import (
     EpisodeWindow,
@@ -80,9 +79,10 @@ from metarim.algorithms.meta_common import (
     sequence_targets,
 )
 from metarim.config import TrainConfig
-from metarim.params import reduce_activity
+from metarim.envs.minigrid import make_vec_env
+from metarim.meta.maml import MaskedMAML, masked_sgd
+from metarim.meta.partition import reduce_activity
 from metarim.rl.rollout import Rollout, RolloutCollector
-from metarim.tasks.envs import make_vec_env
 
 __all__ = ["MetaRIM"]
 
@@ -97,7 +97,7 @@ class MetaRIM(Learner):
             ``reset_memory``, ``lr`` and the A2C coefficients.
 
     Attributes:
-        meta: the :class:`~metarim.adapt.MaskedMAML` wrapper of :attr:`policy`.
+        meta: the :class:`~metarim.meta.maml.MaskedMAML` wrapper of :attr:`policy`.
         train_tasks, held_out_tasks: the task split (one training task per env column).
     """
 

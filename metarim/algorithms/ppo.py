@@ -26,10 +26,10 @@ from torch import Tensor
 
 from metarim.algorithms.base import Learner, adam, build_policy, register_learner
 from metarim.config import TrainConfig
+from metarim.envs.minigrid import make_vec_env
 from metarim.rl.losses import a2c_loss, gae, ppo_loss
 from metarim.rl.policy import unique_rows
 from metarim.rl.rollout import Rollout, RolloutCollector
-from metarim.tasks.envs import make_vec_env
 from metarim.tasks.task import Task
 
 __all__ = ["A2C", "PPO", "distinct_obs", "windows"]

@@ -1,39 +1,16 @@
-"""Batched tensor implementations of minigrid levels (the BabyAI GoTo family).
+"""Everything that steps an environment.
 
-:class:`TensorGoToVecEnv` steps ``B`` episodes of a one-room BabyAI GoTo level at once
-with torch ops and equals minigrid exactly: observations, rewards, terminations,
-truncations and the episodes themselves (layouts come from minigrid, seeded as
-:func:`metarim.tasks.envs.make_vec_env` seeds its envs). :func:`make_tensor_vec_env` is
-the ``"tensor"`` env backend of the RL engine. Design and measurements:
-``docs/tensor_env.md``.
+* :mod:`metarim.envs.minigrid`: one MiniGrid/BabyAI env per task (:class:`TaskEnv`) and
+  gymnasium vector envs of them;
+* :mod:`metarim.envs.worker`: those envs in a background process, stepped in slices;
+* :mod:`metarim.envs.tensor`: batched torch levels equal to minigrid step for step.
 
-This package imports gymnasium and minigrid on use; ``import metarim`` does not import it.
+:func:`make_vec_env` picks the backend by name. This package imports gymnasium and
+minigrid; ``import metarim`` does not import it.
 """
 
 from __future__ import annotations
 
-from metarim.envs.backend import make_tensor_vec_env
-from metarim.envs.core import GoToState, Tables, observe, step
-from metarim.envs.layouts import (
-    SUPPORTED_LEVELS,
-    EpisodeStream,
-    Layout,
-    LayoutGenerator,
-    check_supported,
-)
-from metarim.envs.vector import TensorGoToVecEnv, env_seeds
+from metarim.envs.minigrid import TaskEnv, check_level, make_env, make_vec_env
 
-__all__ = [
-    "SUPPORTED_LEVELS",
-    "EpisodeStream",
-    "GoToState",
-    "Layout",
-    "LayoutGenerator",
-    "Tables",
-    "TensorGoToVecEnv",
-    "check_supported",
-    "env_seeds",
-    "make_tensor_vec_env",
-    "observe",
-    "step",
-]
+__all__ = ["TaskEnv", "check_level", "make_env", "make_vec_env"]

@@ -1,12 +1,8 @@
-"""Tasks over MiniGrid/BabyAI levels: descriptions, samplers, env construction.
-
-``Task``, the samplers and ``Vocab`` need no env package; :func:`make_env` and
-:func:`make_vec_env` import gymnasium and minigrid when this package is imported.
-"""
+"""Tasks as data: descriptions, samplers, the vocabulary. No env package is imported;
+envs are built from tasks by :mod:`metarim.envs`."""
 
 from __future__ import annotations
 
-from metarim.tasks.envs import TaskEnv, check_level, make_env, make_vec_env
 from metarim.tasks.samplers import (
     SAMPLERS,
     LevelSampler,
@@ -26,12 +22,8 @@ __all__ = [
     "MissionSampler",
     "SeedRangeSampler",
     "Task",
-    "TaskEnv",
     "TaskSampler",
     "Vocab",
-    "check_level",
-    "make_env",
     "make_sampler",
-    "make_vec_env",
     "register_sampler",
 ]

@@ -160,13 +160,13 @@ def make_vec_env(
             (:func:`metarim.envs.make_tensor_vec_env`: the same episodes, batched in torch;
             BabyAI GoTo levels only).
         worker: minigrid envs in a background process, stepped in two slices
-            (:class:`~metarim.tasks.worker.WorkerVecEnv`: the same episodes; lets
+            (:class:`~metarim.envs.worker.WorkerVecEnv`: the same episodes; lets
             :class:`~metarim.rl.rollout.RolloutCollector` overlap the policy and the envs).
     """
     if worker and backend != "minigrid":
         raise ValueError(f"make_vec_env: worker=True needs backend='minigrid', not {backend!r}")
     if backend == "tensor":  # env backend hook (metarim/envs, docs/tensor_env.md)
-        from metarim.envs import make_tensor_vec_env
+        from metarim.envs.tensor.backend import make_tensor_vec_env
 
         return make_tensor_vec_env(task, num_envs, seed=seed, vocab=vocab, asynchronous=asynchronous)
     if backend != "minigrid":
@@ -183,7 +183,7 @@ def make_vec_env(
     if worker:
         if asynchronous:
             raise ValueError("make_vec_env: choose asynchronous or worker, not both")
-        from metarim.tasks.worker import WorkerVecEnv
+        from metarim.envs.worker import WorkerVecEnv
 
         return WorkerVecEnv(tasks, seeds, vocab, slices=min(2, num_envs))
     mode = gym.vector.AutoresetMode.SAME_STEP

@@ -1,7 +1,7 @@
 """The ``"tensor"`` env backend of the RL engine.
 
-:func:`make_tensor_vec_env` has :func:`metarim.tasks.envs.make_vec_env`'s signature
-and returns a :class:`~metarim.envs.vector.TensorGoToVecEnv` in NumPy mode, so
+:func:`make_tensor_vec_env` has :func:`metarim.envs.minigrid.make_vec_env`'s signature
+and returns a :class:`~metarim.envs.tensor.vector.TensorGoToVecEnv` in NumPy mode, so
 :class:`~metarim.rl.rollout.RolloutCollector` (and its checkpoints, through the
 per-env ``get_state``/``set_state`` handles) works unchanged. ``make_vec_env(...,
 backend="tensor")`` and ``TrainConfig(env_backend="tensor")`` (CLI
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from metarim.envs.vector import TensorGoToVecEnv
+from metarim.envs.tensor.vector import TensorGoToVecEnv
 
 __all__ = ["make_tensor_vec_env"]
 

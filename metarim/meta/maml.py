@@ -1,7 +1,7 @@
 r"""Masked differentiable adaptation: fast learning of the selected RIM modules.
 
 The inner (fast) step adapts only the fast parameters :math:`\theta` (by default the RIM
-mechanisms, see :mod:`metarim.params`) and, inside each stacked tensor, only the blocks
+mechanisms, see :mod:`metarim.meta.partition`) and, inside each stacked tensor, only the blocks
 of the modules that the input attention selected:
 
 .. math:: \theta' = \theta - \alpha \odot \big(M(a) \odot \nabla_\theta
@@ -22,7 +22,7 @@ With ``first_order=True`` the inner gradient is a constant (as in first-order MA
 second terms vanish, :math:`\nabla_\theta \mathcal{L}_{out} = \partial_{\theta'}
 \mathcal{L}_{out}` and :math:`\nabla_\phi \mathcal{L}_{out} = \partial_\phi \mathcal{L}_{out}`.
 
-Three interchangeable backends (:mod:`metarim.backends`) compute this, chosen by name:
+Three interchangeable backends (:mod:`metarim.meta.backends`) compute this, chosen by name:
 ``"learn2learn"`` (default; ``clone_module`` + a masked ``maml_update``), ``"higher"`` (a
 patched module and a differentiable SGD whose gradients are masked by a
 ``grad_callback``) and ``"func"`` (``torch.func.functional_call`` over a parameter dict).
@@ -43,10 +43,10 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from metarim.params import FastSpec, TensorDict, partition_parameters
+from metarim.meta.partition import FastSpec, TensorDict, partition_parameters
 
 if TYPE_CHECKING:
-    from metarim.backends import MaskedLearner
+    from metarim.meta.backends import MaskedLearner
 
 __all__ = [
     "MaskedMAML",
@@ -73,7 +73,7 @@ def register_backend(name: str) -> Callable[[type[MaskedLearner]], type[MaskedLe
 
 
 def _registry() -> dict[str, type[MaskedLearner]]:
-    import metarim.backends  # noqa: F401  (registers the built-in backends on first use)
+    import metarim.meta.backends  # noqa: F401  (registers the built-in backends on first use)
 
     return _BACKENDS
 
@@ -167,7 +167,7 @@ def masked_maml_update(
 class MaskedMAML(nn.Module):
     r"""MAML whose inner step adapts only the fast parameters of the active RIM modules.
 
-    Inner step (:meth:`metarim.backends.MaskedLearner.adapt`), for fast :math:`\theta`, slow :math:`\phi`,
+    Inner step (:meth:`metarim.meta.backends.MaskedLearner.adapt`), for fast :math:`\theta`, slow :math:`\phi`,
     activity :math:`a \in [0,1]^N` and block mask :math:`M(a)`:
 
     .. math:: \theta' = \theta - \alpha \odot \big(M(a) \odot \nabla_\theta
@@ -176,20 +176,20 @@ class MaskedMAML(nn.Module):
     Outer step: ``L_out(learner(...)).backward()`` gives :math:`\nabla_{\theta,\phi}
     \mathcal{L}_{out}(\theta'(\theta, \phi), \phi)` through the inner step (second order),
     or with :math:`\nabla_\theta \mathcal{L}_{in}` held constant (``first_order=True``).
-    Slow parameters are never changed by :meth:`~metarim.backends.MaskedLearner.adapt`, yet receive the
+    Slow parameters are never changed by :meth:`~metarim.meta.backends.MaskedLearner.adapt`, yet receive the
     full outer gradient: the fast set is chosen by name, not by ``requires_grad``.
 
     Args:
         module: the model; its parameters are the meta-parameters.
         lr: inner step size :math:`\alpha \geq 0`.
         first_order: default for clones: drop second-order terms.
-        fast: which parameters are fast (:data:`~metarim.params.FastSpec`); ``None``:
+        fast: which parameters are fast (:data:`~metarim.meta.partition.FastSpec`); ``None``:
             the RIM mechanisms; ``"all"``: every parameter (plain MAML).
         backend: ``"learn2learn"`` (default), ``"higher"`` or ``"func"``.
         learnable_lr: Meta-SGD: one learnable rate per element of each fast tensor,
             initialised to ``lr``, stored in :attr:`lrs` (slow parameters).
         reduction: how ``(T, B, N)`` / ``(B, N)`` activity is reduced to ``(N,)``, see
-            :func:`~metarim.params.reduce_activity`.
+            :func:`~metarim.meta.partition.reduce_activity`.
 
     Raises:
         ValueError: negative ``lr``, unknown ``backend`` or ``reduction``, a ``fast``

@@ -21,7 +21,7 @@ r"""Fast adaptation, zero-shot transfer and module activity of a trained policy.
 
 From the shell, on a run folder of ``metarim train``::
 
-    python -m metarim.adaptation_eval --run runs/x --adapt-steps 0 1 2 5 \
+    python -m metarim.evaluation.adaptation --run runs/x --adapt-steps 0 1 2 5 \
         --zero-shot BabyAI-GoToLocalS8N7-v0 BabyAI-GoToLocal-v0
 
 prints one JSON object with ``adaptation`` (on the first held-out task of the run's task
@@ -79,7 +79,7 @@ class Adapter:
         self.policy.train()
         self.partition = None
         if rule == "masked_sgd":
-            from metarim.params import partition_parameters
+            from metarim.meta.partition import partition_parameters
 
             self.partition = partition_parameters(self.policy)
             fast = set(self.partition.fast)
@@ -93,7 +93,7 @@ class Adapter:
     def update(self, rollout: Any) -> float:
         """One adaptation step on ``rollout`` (collected by :attr:`policy`); returns the loss."""
         from metarim.algorithms.meta_common import rollout_a2c_loss
-        from metarim.params import reduce_activity
+        from metarim.meta.partition import reduce_activity
 
         loss, _, masks = rollout_a2c_loss(self.policy, rollout, self.config)
         self.optimizer.zero_grad(set_to_none=True)
@@ -148,9 +148,9 @@ def fast_adaptation(
     Returns:
         ``{k: evaluate(...) result}``, plus ``"adapt_loss"`` in each result.
     """
-    from metarim.evaluate import evaluate
+    from metarim.envs.minigrid import make_vec_env
+    from metarim.evaluation.evaluate import evaluate
     from metarim.rl.rollout import RolloutCollector
-    from metarim.tasks.envs import make_vec_env
 
     algo = algo or config.algo
     if algo not in ADAPTATION_RULES:
@@ -187,7 +187,7 @@ def zero_shot(
     num_envs: int = 16, seed: int = 3_000_017,
 ) -> dict[str, dict[str, Any]]:
     """``{level: evaluate(...)}`` for each level, with no update of ``policy``."""
-    from metarim.evaluate import evaluate
+    from metarim.evaluation.evaluate import evaluate
 
     return {lv: evaluate(policy, Task(lv), vocab, episodes=episodes,
                          num_envs=min(num_envs, episodes), seed=seed) for lv in levels}
@@ -210,8 +210,8 @@ def module_activity(
     Raises:
         ValueError: if the policy's memory produces no masks (not a RIM).
     """
+    from metarim.envs.minigrid import make_vec_env
     from metarim.rl.rollout import sample_actions
-    from metarim.tasks.envs import make_vec_env
     from metarim.tasks.samplers import COLORS, OBJECTS
 
     torch.manual_seed(seed)
@@ -289,14 +289,14 @@ def adaptation_report(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m metarim.adaptation_eval``: fast adaptation and zero-shot of a run
+    """``python -m metarim.evaluation.adaptation``: fast adaptation and zero-shot of a run
     (``metarim eval --adapt-steps ... --zero-shot ...`` does the same)."""
     import argparse
     import json
 
-    from metarim.evaluate import load_run
+    from metarim.evaluation.evaluate import load_run
 
-    p = argparse.ArgumentParser(prog="python -m metarim.adaptation_eval", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m metarim.evaluation.adaptation", description=main.__doc__)
     p.add_argument("--run", required=True, help="run folder of metarim train")
     p.add_argument("--adapt-steps", type=int, nargs="*", default=[0, 1, 2, 5])
     p.add_argument("--zero-shot", nargs="*", default=[], help="level ids to evaluate without updates")

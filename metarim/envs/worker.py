@@ -6,7 +6,7 @@ slices, so that :class:`~metarim.rl.rollout.RolloutCollector` can run the policy
 slice while the worker steps the other: collection then costs about ``max(env,
 2 × policy on half the envs)`` (docs/benchmarks.md measures it).
 
-The envs are the ones :func:`~metarim.tasks.envs.make_vec_env` builds (same tasks, same
+The envs are the ones :func:`~metarim.envs.minigrid.make_vec_env` builds (same tasks, same
 per-env seeds, same-step autoreset), each slice a ``SyncVectorEnv``; envs are
 independent, so stepping them slice by slice gives exactly the episodes of the
 in-process vector env. :meth:`WorkerVecEnv.step` steps every slice and waits, so the
@@ -16,8 +16,8 @@ Missions are tokenised in the worker; words that are new to the vocabulary come 
 with the next answer and are added to the parent's vocabulary in the same order, so the
 ids (saved with the run) agree.
 
-The worker is ``python -m metarim.tasks.worker`` talking length-prefixed pickles over two
-pipes, like :mod:`metarim.envs.prefetch` (no ``fork`` of a process holding torch threads).
+The worker is ``python -m metarim.envs.worker`` talking length-prefixed pickles over two
+pipes, like :mod:`metarim.envs.tensor.prefetch` (no ``fork`` of a process holding torch threads).
 Protocol (parent → worker): first ``(tasks, seeds, vocab dict, slices)``, then
 ``("reset",)``, ``("step", j, actions)``, ``("get_state",)``, ``("set_state", states,
 vocab dict)``,
@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from metarim.envs.prefetch import _recv, _send, _shutdown, spawn_worker
+from metarim.envs.tensor.prefetch import _recv, _send, _shutdown, spawn_worker
 
 __all__ = ["WorkerVecEnv"]
 
@@ -47,7 +47,7 @@ def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 def _worker_main(rfd: int, wfd: int) -> None:
     import gymnasium as gym
 
-    from metarim.tasks.envs import make_env
+    from metarim.envs.minigrid import make_env
     from metarim.tasks.vocab import Vocab
 
     tasks, seeds, vocab_dict, slices = _recv(rfd)
@@ -100,7 +100,7 @@ class WorkerVecEnv:
 
     Args:
         tasks: one task per env.
-        seeds: one seed per env (as :func:`~metarim.tasks.envs.make_vec_env` derives them).
+        seeds: one seed per env (as :func:`~metarim.envs.minigrid.make_vec_env` derives them).
         vocab: the run's vocabulary; new words from the worker are added to it.
         slices: number of contiguous, near-equal slices (``1 <= slices <= num_envs``).
     """
@@ -112,7 +112,7 @@ class WorkerVecEnv:
         bounds = np.linspace(0, n, slices + 1).round().astype(int)
         self.slices = [slice(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
         self.num_envs, self.vocab, self.pending = n, vocab, 0
-        self.rfd, self.wfd, self.proc = spawn_worker("metarim.tasks.worker")
+        self.rfd, self.wfd, self.proc = spawn_worker("metarim.envs.worker")
         self._finalizer = weakref.finalize(self, _shutdown, [(self.rfd, self.wfd)], [self.proc])
         _send(self.wfd, (list(tasks), [int(s) for s in seeds], vocab.to_dict(),
                          [(s.start, s.stop) for s in self.slices]))

@@ -82,7 +82,7 @@ def plot_modules(activity: Mapping[str, Mapping[str, Any]], path: str | pathlib.
 
     Columns: activity per mission object, per mission colour (heat maps, modules on
     the x axis) and over the steps of an episode (one line per module). ``activity``
-    maps a learner to :func:`metarim.adaptation_eval.module_activity` output.
+    maps a learner to :func:`metarim.evaluation.adaptation.module_activity` output.
     """
     plt = _pyplot()
     rows = max(len(activity), 1)

@@ -19,9 +19,9 @@ import torch
 from metarim.algorithms.base import build_policy
 from metarim.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from metarim.config import TrainConfig
+from metarim.evaluation.stats import mean_ci, wilson_interval
 from metarim.rl.policy import ActorCritic
 from metarim.rl.rollout import sample_actions
-from metarim.stats import mean_ci, wilson_interval
 from metarim.tasks.task import Task
 from metarim.tasks.vocab import Vocab
 
@@ -68,7 +68,7 @@ def evaluate(
     greedy: bool = False,
 ) -> dict[str, Any]:
     """Success rate and mean return over ``episodes`` episodes with 95 % intervals."""
-    from metarim.tasks.envs import make_vec_env
+    from metarim.envs.minigrid import make_vec_env
 
     if episodes < 1:
         raise ValueError(f"episodes={episodes} must be >= 1")
@@ -129,7 +129,7 @@ def render(
     """Writes a GIF of ``episodes`` episodes with the mission as caption; returns frames."""
     from PIL import Image, ImageDraw
 
-    from metarim.tasks.envs import make_env
+    from metarim.envs.minigrid import make_env
 
     if episodes < 1:
         raise ValueError(f"episodes={episodes} must be >= 1")

@@ -3,13 +3,13 @@
 The tensor env never generates a level: every episode's grid, agent pose, goal cells
 and mission come from resetting the real minigrid level with the episode's seed and
 copying its grid into flat byte arrays (:class:`LayoutGenerator`). The episode seeds
-are drawn exactly as :class:`metarim.tasks.envs.TaskEnv` draws them
+are drawn exactly as :class:`metarim.envs.minigrid.TaskEnv` draws them
 (:class:`EpisodeStream`: a private ``numpy.random.default_rng(seed)``, a draw in the
 task's seed range, redrawn until the mission passes the task's filter), so an env
 seeded like the gymnasium vector env meets the same episodes in the same order.
 
 Since a layout depends only on ``(level, env_kwargs, episode seed)``, layouts can be
-made ahead of time, in another process (:mod:`metarim.envs.prefetch`), and cached.
+made ahead of time, in another process (:mod:`metarim.envs.tensor.prefetch`), and cached.
 
 Example:
     >>> gen = LayoutGenerator("BabyAI-GoToLocalS5N2-v0")
@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from metarim.envs.codes import EMPTY, VIEW, WALL, encode_cell
+from metarim.envs.tensor.codes import EMPTY, VIEW, WALL, encode_cell
 
 __all__ = [
     "PAD",
@@ -236,7 +236,7 @@ class EpisodeStream:
 
     def next(self) -> Layout:
         """The next episode's layout."""
-        from metarim.tasks.envs import MAX_FILTER_TRIES
+        from metarim.envs.minigrid import MAX_FILTER_TRIES
 
         mf = self.task.mission_filter
         for _ in range(MAX_FILTER_TRIES):

@@ -1,7 +1,7 @@
 """``metarim sweep-report DIR``: run folders → ``summary.md``, ``summary.json``, ``curves.png``.
 
 The same tables and figures as ``examples/gotolocal_meta.py``
-(:mod:`metarim.report`, :mod:`metarim.plotting`), one row and one curve per group (a
+(:mod:`metarim.reporting.report`, :mod:`metarim.reporting.plotting`), one row and one curve per group (a
 learner at one level and grid point, over its seeds). Per run, from ``metrics.csv``:
 
 * the success curve: ``success_rate`` against ``frames``, counted once ``window``
@@ -37,7 +37,7 @@ def curve_metrics(frames: Sequence[float], success: Sequence[float], returns: Se
         >>> m["frames_to_0.8"], m["final_success"], s[0]
         (20, 1.0, nan)
     """
-    from metarim.report import frames_to_threshold
+    from metarim.reporting.report import frames_to_threshold
 
     seen, total = [], 0.0
     for n in episodes:
@@ -95,8 +95,8 @@ def sweep_report(folder: str | pathlib.Path, *, window: int = 100, threshold: fl
     Raises:
         ValueError: no run folder with metrics below ``folder/runs``.
     """
-    from metarim.plotting import plot_curves
-    from metarim.report import summarize, summary_markdown
+    from metarim.reporting.plotting import plot_curves
+    from metarim.reporting.report import summarize, summary_markdown
 
     folder = pathlib.Path(folder)
     runs = read_runs(folder, max_frames=max_frames)

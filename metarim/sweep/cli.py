@@ -48,8 +48,8 @@ def sweep_command(args: argparse.Namespace) -> int:
         data = _report(args.dir, args)
         print(json.dumps({"out": str(args.dir), "groups": list(data["summary"]), "runs": len(data["runs"])}))
         return 0
-    from metarim.sweep import check_runs, run_sweep
-    from metarim.sweep_spec import expand_sweep, load_sweep
+    from metarim.sweep.run import check_runs, run_sweep
+    from metarim.sweep.spec import expand_sweep, load_sweep
 
     out = pathlib.Path(args.out)
     if out.exists() and not out.is_dir():
@@ -74,7 +74,7 @@ def sweep_command(args: argparse.Namespace) -> int:
 
 
 def _report(folder: str | pathlib.Path, args: argparse.Namespace) -> dict[str, Any]:
-    from metarim.sweep_report import sweep_report
+    from metarim.sweep.report import sweep_report
 
     return sweep_report(folder, window=args.window, threshold=args.threshold, reference=args.reference,
                         max_frames=args.max_frames)

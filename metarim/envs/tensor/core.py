@@ -1,7 +1,7 @@
 """Functional tensor core of the GoTo levels: state, one step, the egocentric view.
 
 A :class:`GoToState` holds ``B`` episodes on padded flat grids (see
-:mod:`metarim.envs.layouts`). :func:`step` applies one action per episode with
+:mod:`metarim.envs.tensor.layouts`). :func:`step` applies one action per episode with
 ``MiniGridEnv.step`` + ``RoomGridLevel.step`` semantics, and :func:`observe` computes
 ``MiniGridEnv.gen_obs()["image"]``; both are a fixed, short sequence of tensor ops
 with no Python loop over the batch.
@@ -21,7 +21,7 @@ Step, for action :math:`a` and front cell :math:`f = p + \\delta(d)`:
 The view: cell :math:`(v_x, v_y)` of the 7×7 image shows the world cell
 :math:`p + (6 - v_y)\\,\\delta(d) + (v_x - 3)\\,\\rho(d)` with :math:`\\rho(d)` the right
 vector, made visible by ``Grid.process_vis``'s row scan (one table lookup per row,
-:data:`~metarim.envs.codes.VISIBILITY`); the agent's cell shows what it carries.
+:data:`~metarim.envs.tensor.codes.VISIBILITY`); the agent's cell shows what it carries.
 
 References:
     Chevalier-Boisvert et al. "Minigrid & Miniworld". NeurIPS 2023 Datasets and
@@ -35,7 +35,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
-from metarim.envs import codes
+from metarim.envs.tensor import codes
 
 __all__ = ["GoToState", "Tables", "observe", "step"]
 

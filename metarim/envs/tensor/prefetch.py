@@ -8,7 +8,7 @@ consumes one, keeping ``depth`` in flight, and blocks only when an env's queue i
 Reseeding or restoring an env bumps its epoch, so layouts of the old stream that are
 still in flight are dropped.
 
-Workers are ``python -m metarim.envs.prefetch`` subprocesses talking length-prefixed
+Workers are ``python -m metarim.envs.tensor.prefetch`` subprocesses talking length-prefixed
 pickles over two pipes (no ``fork`` of a process that holds torch threads, and no
 re-import of the caller's ``__main__`` as ``multiprocessing``'s spawn does).
 Protocol (parent → worker): first ``(specs, grid_size, cache_size)``, then ``("take", [b, ...])``, ``("seed", b, epoch, seed)``,
@@ -29,7 +29,7 @@ import sys
 import weakref
 from typing import Any
 
-from metarim.envs.layouts import EpisodeStream, Layout, LayoutGenerator
+from metarim.envs.tensor.layouts import EpisodeStream, Layout, LayoutGenerator
 
 __all__ = ["PrefetchSource"]
 
@@ -142,7 +142,7 @@ class PrefetchSource:
         self.conns: list[tuple[int, int]] = []  # (read fd, write fd) per worker
         self.procs: list[subprocess.Popen] = []
         for w in range(self.workers):
-            r_parent, w_parent, proc = spawn_worker("metarim.envs.prefetch")
+            r_parent, w_parent, proc = spawn_worker("metarim.envs.tensor.prefetch")
             specs = [(b, tasks[b], seeds[b]) for b in range(w, n, self.workers)]
             _send(w_parent, (specs, grid_size, cache_size))
             self.conns.append((r_parent, w_parent))

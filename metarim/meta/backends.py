@@ -1,14 +1,14 @@
-r"""Backends of :class:`~metarim.adapt.MaskedMAML`: the same masked step, three ways.
+r"""Backends of :class:`~metarim.meta.maml.MaskedMAML`: the same masked step, three ways.
 
-* ``"learn2learn"``: ``learn2learn.clone_module`` and :func:`~metarim.adapt.masked_maml_update`
+* ``"learn2learn"``: ``learn2learn.clone_module`` and :func:`~metarim.meta.maml.masked_maml_update`
   (``p.update = -lr * (M * g)`` then ``update_module``): the default, fast path;
-* ``"func"``: a parameter dict, :func:`~metarim.adapt.masked_sgd` and
+* ``"func"``: a parameter dict, :func:`~metarim.meta.maml.masked_sgd` and
   ``torch.func.functional_call``;
 * ``"higher"``: ``higher``'s patched module and differentiable SGD, masked in
   ``grad_callback``; a cross-check.
 
 Each is a :class:`MaskedLearner` registered by name with
-:func:`~metarim.adapt.register_backend`; a new backend needs no edit elsewhere.
+:func:`~metarim.meta.maml.register_backend`; a new backend needs no edit elsewhere.
 
 References:
     Arnold, Mahajan, Datta, Bunner, Zarkias. "learn2learn: A Library for Meta-Learning
@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Any, Optional
 import torch
 from torch import Tensor, nn
 
-from metarim.adapt import LearningRate, _step, masked_maml_update, masked_sgd, register_backend
-from metarim.params import ParamPartition, TensorDict, reduce_activity
+from metarim.meta.maml import LearningRate, _step, masked_maml_update, masked_sgd, register_backend
+from metarim.meta.partition import ParamPartition, TensorDict, reduce_activity
 
 if TYPE_CHECKING:
-    from metarim.adapt import MaskedMAML
+    from metarim.meta.maml import MaskedMAML
 
 __all__ = ["FuncLearner", "HigherLearner", "L2LLearner", "MaskedLearner"]
 
@@ -47,7 +47,7 @@ def _quiet_nonleaf_grad() -> Iterator[None]:
 class MaskedLearner(nn.Module):
     """A differentiable clone made by :meth:`MaskedMAML.clone`; runs like the wrapped module.
 
-    Subclasses (one per backend, see :mod:`metarim.backends`) implement :meth:`forward`,
+    Subclasses (one per backend, see :mod:`metarim.meta.backends`) implement :meth:`forward`,
     :meth:`parameter_dict` and ``_update``; masking, reductions and defaults live here.
     """
 
@@ -92,7 +92,7 @@ class MaskedLearner(nn.Module):
             loss: inner loss, computed with this learner.
             active: module activity: ``None`` (all modules), a ``(N,)`` bool/float vector,
                 or selection masks ``(B, N)`` / ``(T, B, N)`` reduced over every leading
-                axis by :func:`~metarim.params.reduce_activity` with the ``reduction`` of
+                axis by :func:`~metarim.meta.partition.reduce_activity` with the ``reduction`` of
                 the :class:`MaskedMAML` (default ``"any"``: a module counts as active if
                 it was selected at any step, for any batch element).
             first_order: ``None`` uses the learner's default.

@@ -3,7 +3,7 @@
 What goes to a worker: the run's config (a dict) and, when the run folder already holds
 a partial run, that folder as a gzipped tar (a few hundred kB: config, metrics and the
 last two checkpoints). The task trains in a temporary folder on its node with
-:func:`metarim.sweep.train_run` and returns its result together with the finished folder
+:func:`metarim.sweep.run.train_run` and returns its result together with the finished folder
 as a tar, through Ray's object store; the driver unpacks it into ``DIR/runs/<name>/``
 (into a sibling folder first, then renamed into place). So the cluster needs no shared
 file system, only the same Python packages (``metarim``, torch, minigrid) on each node.
@@ -28,8 +28,8 @@ import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from metarim.sweep import Result, RunLock, train_run
-from metarim.sweep_spec import SweepRun
+from metarim.sweep.run import Result, RunLock, train_run
+from metarim.sweep.spec import SweepRun
 
 __all__ = ["pack_folder", "run_ray", "unpack_folder"]
 

@@ -1,6 +1,6 @@
 """``metarim sweep``: many runs in parallel, locally or on Ray, resumable and idempotent.
 
-Each run of a sweep (:mod:`metarim.sweep_spec`) is an ordinary run folder
+Each run of a sweep (:mod:`metarim.sweep.spec`) is an ordinary run folder
 ``DIR/runs/<name>/``, written by :class:`~metarim.train.Trainer` exactly as
 ``metarim train --config`` would write it. ``DIR/sweep.json`` lists the runs and
 ``DIR/sweep-status.json`` the outcome of the last invocation.
@@ -15,10 +15,10 @@ the kernel drops the lock when its holder dies, so there are no stale locks.
 
 Backends: ``local`` starts one fresh process per run (forkserver), at most ``max_parallel`` at a
 time; a process that raises or dies (even by a signal) fails only its own run.
-``ray``: see :mod:`metarim.sweep_ray`.
+``ray``: see :mod:`metarim.sweep.ray_backend`.
 
 Example:
-    >>> from metarim.sweep_spec import expand_sweep
+    >>> from metarim.sweep.spec import expand_sweep
     >>> import tempfile
     >>> run = expand_sweep({"learners": {"lstm": {}}, "seeds": [0]})[0]
     >>> run_state(pathlib.Path(tempfile.mkdtemp()) / run.name, run.config)
@@ -42,7 +42,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from metarim.sweep_spec import SweepRun
+from metarim.sweep.spec import SweepRun
 
 __all__ = ["RunLock", "check_runs", "run_state", "run_sweep", "train_run"]
 
@@ -105,8 +105,8 @@ def run_state(folder: pathlib.Path, config: dict[str, Any]) -> str:
 def check_runs(runs: Sequence[SweepRun]) -> None:
     """Refuses unknown learners, memory cores and levels before anything starts."""
     from metarim.algorithms import LEARNERS
+    from metarim.envs.minigrid import check_level
     from metarim.rl.memory import MEMORY_CORES
-    from metarim.tasks.envs import check_level
 
     for run in runs:
         c = run.config
@@ -177,7 +177,7 @@ def _run_local(todo: Sequence[SweepRun], out: pathlib.Path, max_parallel: int,
     (no torch threads run in it), so a run starts in milliseconds rather than seconds.
     """
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["metarim.sweep", "metarim.train"])
+    ctx.set_forkserver_preload(["metarim.sweep.run", "metarim.train"])
     pending, running = list(todo), {}
     # Ctrl-C sets a flag rather than raising KeyboardInterrupt wherever the main thread is:
     # an exception raised inside a finaliser (a pipe's or a process handle's __del__) is
@@ -238,7 +238,7 @@ def run_sweep(runs: Sequence[SweepRun], out: str | os.PathLike[str], *, backend:
     ``if __name__ == "__main__":`` (the local backend's processes import ``__main__``).
 
     Args:
-        runs: from :func:`metarim.sweep_spec.expand_sweep`.
+        runs: from :func:`metarim.sweep.spec.expand_sweep`.
         out: the sweep folder ``DIR``.
         backend: ``local`` (process pool) or ``ray``.
         address: Ray cluster address (``ray`` only; ``None`` starts a local Ray).
@@ -284,7 +284,7 @@ def run_sweep(runs: Sequence[SweepRun], out: str | os.PathLike[str], *, backend:
     if backend == "local":
         finished = _run_local(todo, out, max_parallel or os.cpu_count() or 1, report)
     else:
-        from metarim.sweep_ray import run_ray
+        from metarim.sweep.ray_backend import run_ray
 
         finished = run_ray(todo, out, address=address, max_parallel=max_parallel, report=report)
     for run in todo:

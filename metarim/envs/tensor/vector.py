@@ -1,8 +1,8 @@
 """A gymnasium-style vector env of ``B`` GoTo episodes held as tensors.
 
-:class:`TensorGoToVecEnv` is the stateful wrapper around :mod:`metarim.envs.core`:
-it takes its episodes from one :class:`~metarim.envs.layouts.EpisodeStream` per env
-(seeded like :func:`metarim.tasks.envs.make_vec_env` seeds its ``TaskEnv`` s), steps
+:class:`TensorGoToVecEnv` is the stateful wrapper around :mod:`metarim.envs.tensor.core`:
+it takes its episodes from one :class:`~metarim.envs.tensor.layouts.EpisodeStream` per env
+(seeded like :func:`metarim.envs.minigrid.make_vec_env` seeds its ``TaskEnv`` s), steps
 all of them with tensor ops, and autoresets in the same step (the observation returned
 with ``terminated | truncated`` is the first of the next episode), so it is a drop-in
 for ``make_vec_env(...)``: same observation dict (``image`` uint8 ``(B, 7, 7, 3)``,
@@ -12,7 +12,7 @@ for ``make_vec_env(...)``: same observation dict (``image`` uint8 ``(B, 7, 7, 3)
 :meth:`TensorGoToVecEnv.get_env_state`).
 
 Layouts are made off the hot path: the episode streams run in ``workers`` background
-processes that keep ``prefetch`` layouts ready per env (:mod:`metarim.envs.prefetch`);
+processes that keep ``prefetch`` layouts ready per env (:mod:`metarim.envs.tensor.prefetch`);
 with ``workers=0`` they run in this process when an episode ends.
 
 Example:
@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from metarim.envs import core
-from metarim.envs.codes import EMPTY
-from metarim.envs.layouts import EpisodeStream, Layout, LayoutGenerator, check_supported
+from metarim.envs.tensor import core
+from metarim.envs.tensor.codes import EMPTY
+from metarim.envs.tensor.layouts import EpisodeStream, Layout, LayoutGenerator, check_supported
 
 __all__ = ["TensorGoToVecEnv", "env_seeds"]
 
@@ -113,7 +113,7 @@ class TensorGoToVecEnv:
         self.tables = core.Tables.build(self.grid_shape[1], self.device)
         self.seeds = env_seeds(seed, num_envs)
         if workers:
-            from metarim.envs.prefetch import PrefetchSource
+            from metarim.envs.tensor.prefetch import PrefetchSource
 
             self.source: Any = PrefetchSource(tasks, self.seeds, size, workers=workers, depth=prefetch,
                                               cache_size=cache_size)
