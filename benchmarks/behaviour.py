@@ -40,8 +40,8 @@ RUNS: dict[str, list[str]] = {
     "a2c-lstm": ["--algo", "a2c", "--memory", "lstm", "--frames", "8192", "--num-steps", "8",
                  "--batch-size", "128"],
     "metarim": ["--algo", "metarim", "--memory", "rim", "--frames", "4096"],
-    "maml": ["--algo", "maml", "--memory", "rim", "--frames", "4096"],
-    "reptile": ["--algo", "reptile", "--memory", "lstm", "--frames", "4096"],
+    "maml": ["--algo", "maml", "--memory", "rim", "--frames", "16384", "--num-steps", "32"],
+    "reptile": ["--algo", "reptile", "--memory", "lstm", "--frames", "8192", "--num-steps", "32"],
 }
 
 

@@ -1,0 +1,54 @@
+"""Runs written before the redesign (commit f898eb9) still resume, and resume to exactly
+what that commit computed.
+
+``tests/data/f898eb9/half/<learner>`` are run folders that f898eb9 trained half way
+(``benchmarks/behaviour.py --keep DIR --half``: its ``config.json``, ``metrics.csv`` and
+checkpoint); ``tests/data/f898eb9/behaviour.json`` is the fingerprint of the same runs
+trained to the end by f898eb9. Resuming a half run with today's code must give the same
+hashes: the learning columns of ``metrics.csv`` and every tensor of the final checkpoint.
+The resumed run reads its config from the old ``config.json``, so later changes of the
+defaults do not touch this test. Two learners run by default, all six under ``slow``;
+``python benchmarks/behaviour.py --check tests/data/f898eb9/behaviour.json`` compares
+fresh runs with the current defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+
+import pytest
+
+from load_script import load_script
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DATA = ROOT / "tests" / "data" / "f898eb9"
+behaviour = load_script(ROOT / "benchmarks" / "behaviour.py")
+WANT = json.loads((DATA / "behaviour.json").read_text())
+
+
+def _resume_matches(name: str, tmp_path: pathlib.Path) -> None:
+    run = tmp_path / name
+    shutil.copytree(DATA / "half" / name, run)
+    assert behaviour.fingerprint(run)["rows"] != WANT[name]["rows"]  # stopped half way
+    behaviour.train(name, run, frames=behaviour.frames_of(name), resume=True)
+    assert behaviour.compare({name: WANT[name]}, {name: behaviour.fingerprint(run)}) == []
+
+
+@pytest.mark.parametrize("name", ["ppo-rim", "metarim"])
+def test_pre_redesign_run_resumes_to_the_same_numbers(name, tmp_path):
+    _resume_matches(name, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ppo-lstm", "a2c-lstm", "maml", "reptile"])
+def test_pre_redesign_run_resumes_to_the_same_numbers_slow(name, tmp_path):
+    _resume_matches(name, tmp_path)
+
+
+def test_compare_names_every_difference():
+    want = {"a": {"metrics": "1", "ckpt/policy": "2"}}
+    assert behaviour.compare(want, {"a": {"metrics": "1", "ckpt/policy": "2"}}) == []
+    assert behaviour.compare(want, {"a": {"metrics": "1", "ckpt/policy": "3"}}) == ["a:ckpt/policy"]
+    assert behaviour.compare(want, {"a": {"metrics": "1", "ckpt/policy": "2", "ckpt/x": "4"}}) == ["a:ckpt/x"]
