@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from metarim.meta.maml import MaskedMAML, available_backends
+from metarim.meta import MaskedMAML, available_backends
 from metarim.rim import RIM
 
 

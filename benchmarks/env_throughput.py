@@ -1,4 +1,4 @@
-"""Env-only frames per second: the tensor GoTo env at several B beside minigrid.
+"""Env-only frames per second: the tensor env at several B beside minigrid, per family.
 
 Both sides step uniformly random actions (drawn before timing) through the same task
 and vocabulary, with autoreset; only ``step`` calls are timed, so the figures include
@@ -9,9 +9,11 @@ and loading) but no policy. The reference is ``make_vec_env`` (gymnasium
     python benchmarks/env_throughput.py                          # GoToLocal, B=16..1024
     python benchmarks/env_throughput.py --level BabyAI-GoToLocalS6N2-v0 --workers 1
     python benchmarks/env_throughput.py --seed-stop 1000 --cache-size 1000   # cached layouts
+    python benchmarks/env_throughput.py --families all --batch-sizes 16 256 1024   # one level per family
 
-Prints one JSON object: ``minigrid.fps``, and per B the tensor ``fps``, ``speedup``
-and ``layout_s`` (seconds spent making layouts in this process, part of the time).
+Prints one JSON object per level (``--families``: one line each): ``minigrid.fps``, and
+per B the tensor ``fps``, ``speedup`` and ``layout_s`` (seconds spent making layouts in
+this process, part of the time).
 """
 
 from __future__ import annotations
@@ -61,9 +63,26 @@ class _Timed:
         return out
 
 
+FAMILIES = {
+    "goto": "BabyAI-GoToLocal-v0",
+    "pickup": "BabyAI-PickupLoc-v0",
+    "putnext": "BabyAI-PutNextLocal-v0",
+    "open": "BabyAI-OpenDoor-v0",
+    "unlock": "BabyAI-UnlockLocal-v0",
+    "empty": "MiniGrid-Empty-8x8-v0",
+    "doorkey": "MiniGrid-DoorKey-8x8-v0",
+    "multiroom": "MiniGrid-MultiRoom-N2-S4-v0",
+    "lavagap": "MiniGrid-LavaGapS7-v0",
+    "keycorridor": "MiniGrid-KeyCorridorS3R3-v0",
+}
+"""One representative level per family (``--families``)."""
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--level", default="BabyAI-GoToLocal-v0")
+    p.add_argument("--families", nargs="+", default=None,
+                   help=f"run one level per family instead of --level: 'all' or names of {sorted(FAMILIES)}")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 64, 256, 1024])
     p.add_argument("--minigrid-envs", type=int, default=16)
     p.add_argument("--seconds", type=float, default=4.0, help="timed seconds per case")
@@ -76,15 +95,29 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.families is None:
+        levels = [args.level]
+    else:
+        names = sorted(FAMILIES) if args.families == ["all"] else args.families
+        unknown = [n for n in names if n not in FAMILIES]
+        if unknown:
+            p.error(f"unknown families {unknown}; choose from {sorted(FAMILIES)} or 'all'")
+        levels = [FAMILIES[n] for n in names]
+    for level in levels:
+        bench(args, level)
+
+
+def bench(args: argparse.Namespace, level: str) -> None:
+    """Measures ``level`` and prints its JSON line."""
     rng = np.random.default_rng(args.seed)
-    task = Task(args.level) if args.seed_stop is None else Task(args.level, seed_stop=args.seed_stop)
+    task = Task(level) if args.seed_stop is None else Task(level, seed_stop=args.seed_stop)
     vocab = Vocab()
 
     ref = make_vec_env(task, args.minigrid_envs, seed=args.seed, vocab=vocab)
     acts = [rng.integers(0, 7, args.minigrid_envs) for _ in range(256)]
     mg = run(ref, acts, args.seconds, args.minigrid_envs)
     ref.close()
-    out = {"benchmark": "env_throughput", "level": args.level, "device": args.device,
+    out = {"benchmark": "env_throughput", "level": level, "device": args.device,
            "threads": args.threads, "workers": args.workers,
            "seed_stop": args.seed_stop, "cache_size": args.cache_size, "cpus": os.cpu_count(),
            "loadavg_1m": round(os.getloadavg()[0], 2), "python": platform.python_version(),

@@ -34,10 +34,10 @@ import torch
 
 def _loss(module, chunks, targets, config, kind: str, i: int) -> float:
     """Chunk ``i``'s loss under ``module``, no gradient."""
-    from metarim.algorithms.meta_common import rollout_a2c_loss
+    from metarim.algorithms.objectives import rollout_loss
 
     with torch.no_grad():
-        return rollout_a2c_loss(module, chunks[i], config, kind=kind, targets=targets[i])[0].item()
+        return rollout_loss(module, chunks[i], config, kind=kind, targets=targets[i])[0].item()
 
 
 def _probs(module, chunk) -> torch.Tensor:
@@ -52,13 +52,14 @@ def measure(meta, chunks, targets, config, kind: str, unadapted: tuple[float, to
     """One inner step of ``meta`` (``MaskedMAML`` or learn2learn ``MAML``) on ``chunks[0]``;
     its effect on both chunks. ``unadapted``: chunk 1's loss and action probabilities
     under the unadapted policy (the same for every rate, so computed once per pair)."""
-    from metarim.algorithms.meta_common import quiet_nonleaf_grad, rollout_a2c_loss
+    from metarim.algorithms.objectives import rollout_loss
+    from metarim.meta.backends import quiet_nonleaf_grad
     from metarim.meta.partition import reduce_activity
 
     masked = hasattr(meta, "partition")
     with quiet_nonleaf_grad():
         learner = meta.clone(first_order=True) if masked else meta.clone()
-        loss, _, masks = rollout_a2c_loss(learner, chunks[0], config, kind=kind, targets=targets[0])
+        loss, _, masks = rollout_loss(learner, chunks[0], config, kind=kind, targets=targets[0])
         before = {n: t.detach().clone() for n, t in learner.module.named_parameters()}
         if masked:
             learner.adapt(loss, active=reduce_activity(masks))
@@ -87,8 +88,8 @@ def main(argv: list[str] | None = None) -> None:
 
     import learn2learn as l2l
 
-    from metarim.algorithms.meta_common import sequence_targets
-    from metarim.envs.minigrid import make_vec_env
+    from metarim.algorithms.objectives import sequence_targets
+    from metarim.envs import make_vec_env
     from metarim.evaluation.evaluate import load_run
     from metarim.meta.maml import MaskedMAML
     from metarim.rl.rollout import RolloutCollector

@@ -30,7 +30,7 @@ import torch
 
 def env_only(level: str, num_envs: int, frames: int, seed: int = 0) -> dict[str, float]:
     """Frames per second (wall and CPU time) of the vector env alone with random actions."""
-    from metarim.envs.minigrid import make_vec_env
+    from metarim.envs import make_vec_env
     from metarim.tasks.task import Task
     from metarim.tasks.vocab import Vocab
 
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hidden-size", type=int, default=192)
     p.add_argument("--updates", type=int, default=5)
     p.add_argument("--env-frames", type=int, default=16384,
-                   help="frames of the env-only measurement (4096 until session 3: ~0.7 s, noisy)")
+                   help="frames of the env-only measurement (4096 until commit ab96cc6: ~0.7 s, noisy)")
     p.add_argument("--env-worker", action="store_true",
                    help="Meta-RIM and PPO rows with env_worker=True (envs in a background process, "
                         "overlapped with the policy); env-only stays the in-process env")

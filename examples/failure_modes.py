@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from metarim.envs.minigrid import make_env
     from metarim.evaluation.evaluate import load_run
-    from metarim.rl.rollout import sample_actions
+    from metarim.rl.rollout import play
     from metarim.tasks.task import Task
 
     try:
@@ -54,34 +54,28 @@ def main(argv: list[str] | None = None) -> int:
     env = make_env(Task(args.env or config.env), vocab, args.seed)
     counts: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])  # successes, episodes
     fails: collections.Counter[str] = collections.Counter()
-    for ep in range(args.episodes):
-        obs, _ = env.reset(seed=args.seed + ep)
-        u = env.unwrapped
-        desc = u.instrs.desc
-        objs = [o for o in u.grid.grid if o is not None and o.type in ("ball", "box", "key")]
-        img = np.asarray(obs["image"])
-        visible = bool(((img[..., 0] == OBJECT_TO_IDX[desc.type])
-                        & (img[..., 1] == COLOR_TO_IDX[desc.color])).any())
-        same_type = any(o.type == desc.type and o.color != desc.color for o in objs)
-        memory, start = policy.initial_state(1), torch.ones(1, 1, dtype=torch.bool)
-        while True:
-            o = {k: torch.from_numpy(np.asarray(obs[k]))[None, None] for k in ("image", "mission")}
-            with torch.no_grad():
-                logits, _, memory, _ = policy(o, memory, start)
-            obs, rew, term, trunc, _ = env.step(int(sample_actions(logits[0])[0][0]))
-            start = torch.zeros(1, 1, dtype=torch.bool)
-            if term or trunc:
-                break
-        ok = bool(term and rew > 0)
-        for key in (f"target visible at start: {visible}", f"same-type distractor: {same_type}", "all"):
-            counts[key][0] += ok
-            counts[key][1] += 1
-        if not ok:
-            front = u.grid.get(*u.front_pos)
-            fails["nothing or wall" if front is None or front.type in ("wall", "door")
-                  else "target's type" if front.type == desc.type
-                  else "target's colour" if front.color == desc.color else "other object"] += 1
-    env.close()
+    try:
+        for ep in range(args.episodes):
+            obs, _ = env.reset(seed=args.seed + ep)
+            u = env.unwrapped
+            desc = u.instrs.desc
+            objs = [o for o in u.grid.grid if o is not None and o.type in ("ball", "box", "key")]
+            img = np.asarray(obs["image"])
+            visible = bool(((img[..., 0] == OBJECT_TO_IDX[desc.type])
+                            & (img[..., 1] == COLOR_TO_IDX[desc.color])).any())
+            same_type = any(o.type == desc.type and o.color != desc.color for o in objs)
+            last = list(play(policy, env, obs=obs))[-1]  # one episode, actions sampled as in training
+            ok = bool(last.terminated[0] and last.reward[0] > 0)
+            for key in (f"target visible at start: {visible}", f"same-type distractor: {same_type}", "all"):
+                counts[key][0] += ok
+                counts[key][1] += 1
+            if not ok:  # play leaves the env at the episode's last state
+                front = u.grid.get(*u.front_pos)
+                fails["nothing or wall" if front is None or front.type in ("wall", "door")
+                      else "target's type" if front.type == desc.type
+                      else "target's colour" if front.color == desc.color else "other object"] += 1
+    finally:
+        env.close()
     print(json.dumps({
         "run": args.run, "env": args.env or config.env, "episodes": args.episodes,
         "success": {k: {"rate": s / n, "episodes": n} for k, (s, n) in sorted(counts.items())},

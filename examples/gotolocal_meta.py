@@ -11,11 +11,15 @@ seed; then each is measured the same way:
 * zero-shot success on harder levels, without any update;
 * module activity of the RIM-based learners per mission word and over time.
 
+The learners and their variants (name → ``TrainConfig`` overrides, with a note on each)
+are the sweep file ``examples/sweeps/gotolocal.json``; its ``base`` and ``seeds`` are
+this script's defaults for the training level, the frame budget and the seeds.
+
 Outputs in ``--out`` (default ``results/gotolocal/``): ``curves.png`` (success) and
 ``returns.png`` against frames, ``summary.json``,
 ``summary.md`` (mean with 95 % bootstrap CI over seeds, Welch p-value against
 Meta-RIM), ``modules.png``, the run folders ``runs/<learner>-s<seed>/`` (trained by
-``metarim sweep``'s runner, :mod:`metarim.sweep.run`: ``--jobs`` at once, finished runs
+``metarim sweep``'s runner, :func:`metarim.sweep.run_sweep`: ``--jobs`` at once, finished runs
 skipped, interrupted ones resumed from their checkpoints) and their measurements
 ``runs/<learner>-s<seed>.json``; a run whose JSON exists is not measured again.
 
@@ -35,57 +39,9 @@ import sys
 import time
 from typing import Any
 
-LEARNERS: dict[str, dict[str, Any]] = {
-    # name: TrainConfig overrides (the budget and seed are added per run)
-    # inner lr 10: the smallest of the measured rates whose one masked step visibly lowers the
-    # chunk's own loss without raising the next chunk's (docs/meta_learners.md, "Inner lr");
-    # outer loss on every chunk (the default): with the MAML split alone Meta-RIM plateaus
-    "metarim": {"algo": "metarim", "memory": "rim", "num_steps": 64, "chunk_length": 32, "inner_lr": 10.0,
-                "outer_chunks": "all"},
-    # not in the default list: the MAML split (outer loss only on the chunk after the inner
-    # step), the default until session 2; plateaus at ~0.6 (docs/results.md)
-    "metarim-split": {"algo": "metarim", "memory": "rim", "num_steps": 64, "chunk_length": 32, "inner_lr": 10.0,
-                      "outer_chunks": "adapted"},
-    # not in the default list: Meta-RIM with inner lr 0.1 (the default until session 2; no visible effect)
-    "metarim-lr0.1": {"algo": "metarim", "memory": "rim", "num_steps": 64, "chunk_length": 32, "inner_lr": 0.1,
-                      "outer_chunks": "all"},
-    # not in the default list: Meta-RIM with inner lr 1, between the rate that moves nothing (0.1)
-    # and the default, which overshoots on trained policies (docs/meta_learners.md)
-    "metarim-lr1": {"algo": "metarim", "memory": "rim", "num_steps": 64, "chunk_length": 32, "inner_lr": 1.0,
-                    "outer_chunks": "all"},
-    # not in the default list: Meta-RIM without fast learning (inner lr 0: the same sequences,
-    # chunks and outer loss, no inner step), the ablation of the paper's central claim
-    "metarim-noinner": {"algo": "metarim", "memory": "rim", "num_steps": 64, "chunk_length": 32,
-                        "inner_lr": 0.0, "outer_chunks": "all"},
-    # not in the default list: Meta-SGD, per-element inner rates meta-learned from 10
-    # (docs/results.md, "Learned inner rates")
-    "metarim-metasgd": {"algo": "metarim", "memory": "rim", "num_steps": 64, "chunk_length": 32,
-                        "inner_lr": 10.0, "outer_chunks": "all", "learnable_lr": True},
-    # not in the default list: fewer, larger meta-steps per update (the training default takes
-    # 4 epochs x 4 minibatches of 4 env columns = 16 second-order chains per 1,024 frames):
-    # all 16 columns per meta-step, 4 epochs (4 chains) or 1 epoch (1 chain, the speed
-    # benchmark's row); docs/results.md, "Meta-steps per update"
-    "metarim-4step": {"algo": "metarim", "memory": "rim", "num_steps": 64, "chunk_length": 32, "inner_lr": 10.0,
-                      "outer_chunks": "all", "batch_size": 1024},
-    "metarim-1step": {"algo": "metarim", "memory": "rim", "num_steps": 64, "chunk_length": 32, "inner_lr": 10.0,
-                      "outer_chunks": "all", "batch_size": 1024, "epochs": 1},
-    # 4 meta-steps per update at 4x the Adam step size (2e-3): the default's movement per frame
-    "metarim-4step-lr4x": {"algo": "metarim", "memory": "rim", "num_steps": 64, "chunk_length": 32,
-                           "inner_lr": 10.0, "outer_chunks": "all", "batch_size": 1024, "lr": 2e-3},
-    # not in the default list: the default's 16 chains per 1,024 frames, each half as long
-    # (chunks of 16 steps, 8 env columns per minibatch): half the sequential steps per frame
-    "metarim-c16": {"algo": "metarim", "memory": "rim", "num_steps": 32, "chunk_length": 16, "inner_lr": 10.0,
-                    "outer_chunks": "all"},
-    # not in the default list: one epoch of the default's 4-column minibatches, 4 chains per
-    # update like metarim-4step but each on a quarter of the columns and on fresh data
-    "metarim-e1": {"algo": "metarim", "memory": "rim", "num_steps": 64, "chunk_length": 32, "inner_lr": 10.0,
-                   "outer_chunks": "all", "epochs": 1},
-    "maml": {"algo": "maml", "memory": "rim", "num_envs": 8, "num_steps": 32, "meta_batch": 4},
-    "reptile": {"algo": "reptile", "memory": "rim", "num_envs": 8, "num_steps": 32, "meta_batch": 4,
-                "inner_steps": 3},
-    "rim": {"algo": "ppo", "memory": "rim", "num_steps": 64},
-    "lstm": {"algo": "ppo", "memory": "lstm", "num_steps": 64},
-}
+SWEEP = pathlib.Path(__file__).resolve().parent / "sweeps" / "gotolocal.json"
+SPEC: dict[str, Any] = json.loads(SWEEP.read_text())
+LEARNERS: dict[str, dict[str, Any]] = SPEC["learners"]  # name: TrainConfig overrides, notes in the file
 DEFAULT_LEARNERS = ["metarim", "maml", "reptile", "rim", "lstm"]
 QUICK: dict[str, Any] = {"num_envs": 8, "num_steps": 32, "chunk_length": 16, "batch_size": 64, "meta_batch": 2,
                          "hidden_size": 64}
@@ -95,10 +51,11 @@ ADAPT_STEPS = (0, 1, 2, 5)
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny budget, 1 seed, few episodes (< 3 min)")
-    p.add_argument("--frames", type=int, default=150_000, help="frames per run")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--learners", nargs="+", default=DEFAULT_LEARNERS, choices=list(LEARNERS))
-    p.add_argument("--train-level", default="BabyAI-GoToLocalS6N2-v0")
+    p.add_argument("--frames", type=int, default=SPEC["base"]["frames"], help="frames per run")
+    p.add_argument("--seeds", type=int, nargs="+", default=SPEC["seeds"])
+    p.add_argument("--learners", nargs="+", default=DEFAULT_LEARNERS, choices=list(LEARNERS),
+                   help=f"learners of {SWEEP.name} (its notes say what each is)")
+    p.add_argument("--train-level", default=SPEC["base"]["env"])
     p.add_argument("--zero-shot", nargs="+", default=["BabyAI-GoToLocalS8N7-v0", "BabyAI-GoToLocal-v0"])
     p.add_argument("--episodes", type=int, default=100, help="evaluation episodes per measurement")
     p.add_argument("--out", default="results/gotolocal")
@@ -115,16 +72,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def make_config(name: str, args: argparse.Namespace, seed: int) -> Any:
-    from metarim.config import TrainConfig
-
-    over = dict(LEARNERS[name])
-    if args.quick:
-        over.update(QUICK)
-        if name == "reptile":
-            over["inner_steps"] = 2
-    return TrainConfig.from_dict({"env": args.train_level, "frames": args.frames, "seed": seed,
-                                  "threads": 1, "env_backend": args.env_backend, **over})
+def sweep_spec(args: argparse.Namespace) -> dict[str, Any]:
+    """The sweep file narrowed to ``args``: its learners (with the ``--quick`` sizes), the
+    training level, budget, seeds and env backend of this invocation."""
+    learners = {}
+    for name in args.learners:
+        over = dict(LEARNERS[name])
+        if args.quick:
+            over.update(QUICK)
+            if name == "reptile":
+                over["inner_steps"] = 2
+        learners[name] = over
+    return {"base": {**SPEC["base"], "frames": args.frames, "env_backend": args.env_backend},
+            "levels": [args.train_level], "seeds": list(args.seeds), "learners": learners}
 
 
 def training_seconds(rows: list[dict[str, str]]) -> float:
@@ -148,7 +108,8 @@ def measure(name: str, seed: int, args: argparse.Namespace, folder: pathlib.Path
 
     import torch
 
-    from metarim.algorithms.meta_common import make_task_samplers
+    from metarim.algorithms import learner_class
+    from metarim.algorithms.common import make_task_samplers
     from metarim.evaluation.adaptation import fast_adaptation, module_activity, zero_shot
     from metarim.evaluation.evaluate import load_run
 
@@ -162,7 +123,7 @@ def measure(name: str, seed: int, args: argparse.Namespace, folder: pathlib.Path
     say = lambda s: print(f"[{name} s{seed}]{s}", file=sys.stderr, flush=True)  # noqa: E731
     held = make_task_samplers(config)[1].tasks[0]
     adapt = fast_adaptation(policy, config, held, vocab, steps=ADAPT_STEPS, episodes=args.episodes,
-                            seed=10_000 + seed, log=say, rates=state.get("inner_lrs"))
+                            seed=10_000 + seed, log=say, rates=learner_class(config.algo).adaptation_rates(state))
     shots = zero_shot(policy, args.zero_shot, vocab, episodes=args.episodes, seed=20_000 + seed)
     for lv, r in shots.items():
         say(f"  zero-shot {lv}: success {r['success_rate']:.2f}")
@@ -179,32 +140,28 @@ def measure(name: str, seed: int, args: argparse.Namespace, folder: pathlib.Path
 
 
 def aggregate(runs: list[dict[str, Any]], args: argparse.Namespace, out: pathlib.Path) -> dict[str, Any]:
-    """Writes ``summary.json``, ``summary.md``, ``curves.png`` and ``modules.png``."""
-    import numpy as np
-
+    """Writes ``summary.json`` (strict JSON: non-finite numbers are ``null``), ``summary.md``,
+    ``curves.png``, ``returns.png`` and ``modules.png``."""
     from metarim.reporting.plotting import plot_curves, plot_modules
-    from metarim.reporting.report import frames_to_threshold, summarize, summary_markdown
+    from metarim.reporting.report import finite_or_none, summarize, summary_markdown
+    from metarim.sweep.report import curve_metrics
 
     per: dict[str, dict[str, list[Any]]] = {}
     curves: dict[str, list[tuple[list[float], list[float]]]] = {}
     returns: dict[str, list[tuple[list[float], list[float]]]] = {}
+    window = 20 if args.quick else 100  # a point counts once this many episodes were seen
     for r in runs:
-        # a point counts once the 100-episode window is full (20 episodes in --quick)
-        full = 20 if args.quick else 100
-        seen = np.cumsum([row[3] for row in r["curve"]])
-        f = [row[0] for row in r["curve"]]
-        s = [row[1] if n >= full else float("nan") for row, n in zip(r["curve"], seen)]
+        frames, success, rets, episodes = (list(col) for col in zip(*r["curve"]))
+        c = curve_metrics(frames, success, rets, episodes, window=window, threshold=0.8)
         m = per.setdefault(r["learner"], {})
-        m.setdefault("frames_to_0.8", []).append(frames_to_threshold(f, s, 0.8))
-        tail = [v for v in s[-max(1, len(s) // 10):] if v == v]
-        m.setdefault("final_success", []).append(float(np.mean(tail)) if tail else None)
+        m.setdefault("frames_to_0.8", []).append(c["frames_to_0.8"])
+        m.setdefault("final_success", []).append(c["final_success"])
         for k, res in r["adaptation"].items():
             m.setdefault(f"adapt_{k}", []).append(res["success_rate"])
         for lv, res in r["zero_shot"].items():
             m.setdefault(f"zero_shot:{lv}", []).append(res["success_rate"])
-        curves.setdefault(r["learner"], []).append((f, s))
-        rets = [row[2] if n >= full else float("nan") for row, n in zip(r["curve"], seen)]
-        returns.setdefault(r["learner"], []).append((f, rets))
+        curves.setdefault(r["learner"], []).append((c["frames"], c["success"]))
+        returns.setdefault(r["learner"], []).append((c["frames"], c["returns"]))
     order = [n for n in args.learners if n in per]
     per = {n: per[n] for n in order}
     summary = summarize(per, reference="metarim")
@@ -223,7 +180,8 @@ def aggregate(runs: list[dict[str, Any]], args: argparse.Namespace, out: pathlib
     data = {"args": {k: v for k, v in vars(args).items()}, "summary": summary,
             "runs": [{k: v for k, v in r.items() if k not in ("curve", "activity")} for r in runs],
             "run_seconds_summed": run_time}
-    (out / "summary.json").write_text(json.dumps(data, indent=1, default=float))
+    # strict JSON: a NaN (no Welch test with one seed, no loss before any update) is null
+    (out / "summary.json").write_text(json.dumps(finite_or_none(data), indent=1, default=float, allow_nan=False))
     plot_curves({n: curves[n] for n in order}, out / "curves.png",
                 title=f"{args.train_level}, {args.frames:,} frames/run")
     plot_curves({n: returns[n] for n in order}, out / "returns.png", ylabel="return (last 100 episodes)",
@@ -244,11 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = pathlib.Path(args.out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    from metarim.sweep.run import run_sweep
-    from metarim.sweep.spec import SweepRun
+    from metarim.sweep import expand_sweep, run_sweep
 
-    todo = [SweepRun(f"{name}-s{seed}", name, name, make_config(name, args, seed).to_dict())
-            for seed in args.seeds for name in args.learners]
+    try:
+        todo = expand_sweep(sweep_spec(args))  # runs <learner>-s<seed>, seeds outermost
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     results = run_sweep(todo, out, backend=args.backend, max_parallel=args.jobs)
     failed = {n: r["error"] for n, r in results.items() if r["status"] not in ("done", "skipped")}
     if failed:

@@ -11,12 +11,12 @@ with ``num_steps=64``, ``chunk_length=32``):
 * ``no-inner`` — ``inner_lr=0``: the same data layout, losses and optimiser steps with
   no fast adaptation (what the inner step adds; the outer loss still sees chunks 1..C-1);
 * ``first-order`` — first-order meta-gradient;
-* ``outer-all`` — ``outer_chunks="all"`` (the default since session 2): the outer loss
+* ``outer-all`` — ``outer_chunks="all"`` (the default since commit 2d73834, 2026-11-25): the outer loss
   also includes chunk 0 under the unadapted weights, so no collected frame is left out
   of the slow weights' loss;
 * ``outer-adapted`` — ``outer_chunks="adapted"``: the MAML split, outer loss only on the
-  chunks after an inner step (the default until session 2; stalls at ~0.6);
-* ``inner-lr-0.1`` — ``inner_lr=0.1`` (the default until session 2; the default is now
+  chunks after an inner step (the default until commit 2d73834; stalls at ~0.6);
+* ``inner-lr-0.1`` — ``inner_lr=0.1`` (the default until commit d40afc6; the default is now
   10): the masked inner step moves the module weights by ~1e-5 of their norm and the
   action probabilities by ~1e-4, i.e. it does nothing (``benchmarks/inner_lr.py``);
 * ``inner-lr-10`` — ``inner_lr=10``, the default, named explicitly (results recorded with

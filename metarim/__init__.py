@@ -1,7 +1,14 @@
 """metarim: fast and slow learning of recurrent independent mechanisms (Meta-RIM).
 
-Importing :mod:`metarim` only imports torch and the RIM core. Environments, plotting and
-learn2learn are imported lazily, on first use of the names that need them.
+The top level exports the primitives: the RIM (:class:`RIM`, :class:`RIMCell`, the group
+cells), the meta-learning core (:class:`MaskedMAML`, :class:`MaskedLearner`, the
+fast/slow partition, :func:`masked_update`, the backend registry), :class:`Task`,
+:func:`make_vec_env` and :class:`TrainConfig`. The learners that train a policy from a
+``TrainConfig`` live in :mod:`metarim.algorithms` (``metarim.algorithms.MetaRIM``, ...),
+the evaluation helpers in :mod:`metarim.evaluation`.
+
+Importing :mod:`metarim` only imports torch and the RIM core. Everything else is imported
+lazily, on first use of the names that need it (environments, learn2learn, ...).
 
 References:
     Madan, Ke, Goyal, Schölkopf, Bengio. "Fast and Slow Learning of Recurrent
@@ -11,57 +18,62 @@ References:
 from __future__ import annotations
 
 import importlib
+import pkgutil
+import warnings
 from typing import Any
 
 from metarim._version import __version__
 from metarim.rim import RIM, GroupGRUCell, GroupLinear, GroupLSTMCell, RIMCell
 
-# Public names provided by submodules that are imported on first access (they pull in
-# learn2learn, minigrid, ...): name -> module.
+# Public names imported on first access: name -> module.
 _LAZY = {
-    "A2C": "metarim.algorithms.ppo",
-    "MAML": "metarim.algorithms.maml",
     "MaskedLearner": "metarim.meta.backends",
     "MaskedMAML": "metarim.meta.maml",
-    "MetaRIM": "metarim.algorithms.meta_rim",
-    "PPO": "metarim.algorithms.ppo",
     "ParamPartition": "metarim.meta.partition",
-    "Reptile": "metarim.algorithms.reptile",
     "Task": "metarim.tasks.task",
     "TrainConfig": "metarim.config",
-    "fast_adaptation": "metarim.evaluation.adaptation",
-    "make_learner": "metarim.algorithms.base",
-    "make_vec_env": "metarim.envs.minigrid",
-    "module_activity": "metarim.evaluation.adaptation",
+    "available_backends": "metarim.meta.backends",
+    "make_vec_env": "metarim.envs",
+    "masked_maml_update": "metarim.meta.functional",
+    "masked_update": "metarim.meta.functional",
     "partition_parameters": "metarim.meta.partition",
     "reduce_activity": "metarim.meta.partition",
-    "zero_shot": "metarim.evaluation.adaptation",
+    "register_backend": "metarim.meta.backends",
+}
+
+# Names that moved: name -> the package to import them from. Still returned, with a
+# DeprecationWarning, until the next release.
+_MOVED = {
+    "A2C": "metarim.algorithms",
+    "MAML": "metarim.algorithms",
+    "MetaRIM": "metarim.algorithms",
+    "PPO": "metarim.algorithms",
+    "Reptile": "metarim.algorithms",
+    "fast_adaptation": "metarim.evaluation",
+    "make_learner": "metarim.algorithms",
+    "module_activity": "metarim.evaluation",
+    "zero_shot": "metarim.evaluation",
 }
 
 __all__ = [
-    "A2C",
     "GroupGRUCell",
     "GroupLSTMCell",
     "GroupLinear",
-    "MAML",
     "MaskedLearner",
     "MaskedMAML",
-    "MetaRIM",
-    "PPO",
     "ParamPartition",
     "RIM",
     "RIMCell",
-    "Reptile",
     "Task",
     "TrainConfig",
     "__version__",
-    "fast_adaptation",
-    "make_learner",
+    "available_backends",
     "make_vec_env",
-    "module_activity",
+    "masked_maml_update",
+    "masked_update",
     "partition_parameters",
     "reduce_activity",
-    "zero_shot",
+    "register_backend",
 ]
 
 
@@ -70,8 +82,13 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
+    if name in _MOVED:  # not cached, so that every use warns
+        home = _MOVED[name]
+        warnings.warn(f"metarim.{name} is deprecated: use {home}.{name}; it is removed in the next release",
+                      DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(home), name)
     raise AttributeError(f"module 'metarim' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return __all__
+    return sorted({*__all__, *(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))})

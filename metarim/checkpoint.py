@@ -4,7 +4,9 @@ Every write goes to a temporary file in the target folder, is flushed and ``fsyn
 then renamed over the target (``os.replace`` is atomic on POSIX), so a reader — or a
 run resumed after ``SIGKILL`` — sees either the old file or the new one, never half a
 file. Checkpoints are ``torch.save`` dicts of tensors, numbers, strings, lists and
-dicts, read back with ``torch.load(weights_only=True)``; a run keeps the last ``keep``.
+dicts, read back with ``torch.load(weights_only=True)``; a run keeps the last ``keep``,
+so that when the newest is damaged (disk error, a copy cut short)
+:func:`load_newest_checkpoint` can fall back to the one before it.
 
 Example:
     >>> import tempfile, pathlib
@@ -17,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import io
+import json
 import os
 import pathlib
 import tempfile
@@ -31,6 +34,8 @@ __all__ = [
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
+    "load_newest_checkpoint",
+    "read_run_config",
     "save_checkpoint",
 ]
 
@@ -38,7 +43,11 @@ CKPT_DIR = "checkpoints"
 
 
 class CheckpointError(ValueError):
-    """A checkpoint is missing, corrupt, truncated or not ours."""
+    """A checkpoint is missing, corrupt, truncated or not ours; ``path`` names it."""
+
+    def __init__(self, message: str, path: pathlib.Path | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -82,14 +91,21 @@ def latest_checkpoint(run_dir: str | os.PathLike[str]) -> pathlib.Path | None:
 def save_checkpoint(
     run_dir: str | os.PathLike[str], state: dict[str, Any], *, step: int, keep: int = 2
 ) -> pathlib.Path:
-    """Atomically writes ``state`` as checkpoint ``step`` and keeps the newest ``keep``."""
+    """Atomically writes ``state`` as checkpoint ``step``; keeps it and the ``keep - 1`` before it.
+
+    Only checkpoints older than ``step`` are deleted, so the new one and its
+    predecessor always survive, whatever else lies in the folder.
+    """
+    if keep < 1:
+        raise ValueError(f"keep={keep} must be >= 1")
     d = pathlib.Path(run_dir) / CKPT_DIR
     d.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     torch.save(state, buf)
     path = d / f"ckpt-{step:08d}.pt"
     atomic_write_bytes(path, buf.getvalue())
-    for old in list_checkpoints(run_dir)[:-keep]:
+    older = [p for p in list_checkpoints(run_dir) if p.name < path.name]
+    for old in older[: len(older) - (keep - 1)]:
         old.unlink()
     return path
 
@@ -98,13 +114,64 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Loads a checkpoint with ``weights_only=True``; raises :class:`CheckpointError`."""
     path = pathlib.Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"checkpoint {path} does not exist", path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for corrupt files
         raise CheckpointError(
-            f"checkpoint {path} is corrupt or not a metarim checkpoint ({type(e).__name__})"
+            f"checkpoint {path} is corrupt or not a metarim checkpoint ({type(e).__name__})", path
         ) from None
     if not isinstance(state, dict) or "algo" not in state:
-        raise CheckpointError(f"checkpoint {path} is not a metarim checkpoint")
+        raise CheckpointError(f"checkpoint {path} is not a metarim checkpoint", path)
     return state
+
+
+def load_newest_checkpoint(
+    run_dir: str | os.PathLike[str],
+) -> tuple[pathlib.Path, dict[str, Any], list[CheckpointError]] | None:
+    """The newest checkpoint of a run that loads, skipping damaged newer ones.
+
+    Returns:
+        ``None`` when the run has no checkpoint, else ``(path, state, skipped)``:
+        the checkpoint used, its state, and the errors of the newer checkpoints that
+        did not load (empty when the newest one loads). Nothing is moved or deleted.
+
+    Raises:
+        CheckpointError: there are checkpoints and none of them loads (one line
+            naming the newest and what is wrong with it).
+    """
+    skipped: list[CheckpointError] = []
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            return path, load_checkpoint(path), skipped
+        except CheckpointError as e:
+            skipped.append(e)
+    if not skipped:
+        return None
+    n = len(skipped) - 1
+    older = {0: "", 1: ", nor does the one before it"}.get(n, f", nor do the {n} before it")
+    raise CheckpointError(f"{skipped[0]}{older}", skipped[0].path)
+
+
+def read_run_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The parsed ``config.json`` of a run: ``{"config": {...}, "seeds": ..., ...}``.
+
+    Raises:
+        ValueError: the file is missing, unreadable, not JSON, or holds no ``"config"``
+            object (one line naming the file and what to do).
+    """
+    path = pathlib.Path(run_dir) / "config.json"
+    fix = f"restore it from a copy, or train again with: metarim train --overwrite --out {run_dir}"
+    if not path.is_file():
+        raise ValueError(f"{pathlib.Path(run_dir)} is not a metarim run (no config.json)")
+    try:
+        data = json.loads(path.read_bytes().decode("utf8"))
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is damaged (not UTF-8 text); {fix}") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is damaged (not valid JSON: {e.msg}, line {e.lineno}); {fix}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+        raise ValueError(f'{path} is damaged (no "config" object); {fix}')
+    return data

@@ -4,7 +4,10 @@ Every :class:`~metarim.config.TrainConfig` field is a ``train`` flag (``num_envs
 ``--num-envs``); ``--config FILE`` reads a JSON object of the same keys and explicit
 flags override it. Bad input of any kind prints one line ``metarim: error: ...`` on
 stderr and exits with status 2, before anything is written (set ``METARIM_DEBUG=1`` for
-the traceback). A run folder is never overwritten without ``--overwrite``.
+the traceback); that ``--out`` can be written is found by writing there, not from
+permission bits. A run folder is never overwritten without ``--overwrite``, which
+deletes the old run only once the new one is set up; ``render`` replaces its GIF only
+once it is complete. The help shows the config field docstrings as plain text.
 
 Example:
     >>> main(["train", "--algo", "nope", "--out", "/tmp/x"])
@@ -22,8 +25,10 @@ import inspect
 import json
 import os
 import pathlib
+import re
 import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -49,6 +54,33 @@ def _field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+_ROLE = re.compile(r":[a-z]+(?::[a-z]+)?:`(~?)([^`]+)`")
+
+
+def _plain(text: str) -> str:
+    r"""RST inline markup of a docstring as plain one-line text for ``--help``.
+
+    A literal (two backquotes around ``x``) becomes ``x``; ``:role:`~a.b.C``` becomes
+    ``C``; ``:role:`a.b.C``` stays ``a.b.C``; ``:role:`title <target>``` becomes
+    ``title``; runs of whitespace become one space; ``%`` is escaped for argparse.
+
+    Example:
+        >>> _plain("Core: ``lstm`` or\n   :class:`~metarim.envs.worker.WorkerVecEnv`, 5 %")
+        'Core: lstm or WorkerVecEnv, 5 %%'
+    """
+
+    def role(m: re.Match[str]) -> str:
+        short, body = m.group(1), m.group(2).strip()
+        if body.endswith(">") and "<" in body:
+            return body[: body.index("<")].strip()
+        return body.rsplit(".", 1)[-1] if short else body
+
+    text = _ROLE.sub(role, text)
+    text = re.sub(r"``(.+?)``", r"\1", text)
+    text = re.sub(r"`([^`]+)`", r"\1", text)
+    return " ".join(text.split()).replace("%", "%%")
+
+
 def _parser() -> argparse.ArgumentParser:
     from metarim.config import TrainConfig
 
@@ -59,7 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     for f in dataclasses.fields(TrainConfig):
         if f.name == "algo_options":
             continue
-        flag, kw = "--" + f.name.replace("_", "-"), {"default": None, "help": docs.get(f.name)}
+        doc = docs.get(f.name)
+        flag, kw = "--" + f.name.replace("_", "-"), {"default": None, "help": _plain(doc) if doc else None}
         if f.type == "bool":
             t.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
         else:
@@ -94,7 +127,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _build_config(args: argparse.Namespace) -> Any:
-    from metarim.algorithms import LEARNERS
+    from metarim.algorithms import LEARNERS, prepare_config
+    from metarim.checkpoint import read_run_config
     from metarim.config import TrainConfig
     from metarim.envs.minigrid import check_level
     from metarim.rl.memory import MEMORY_CORES
@@ -104,7 +138,11 @@ def _build_config(args: argparse.Namespace) -> Any:
         cfg_file = out / "config.json"
         if not cfg_file.is_file():
             raise UsageError(f"--resume: {out} is not a metarim run (no config.json)")
-        data = json.loads(cfg_file.read_text())["config"]
+        data = dict(read_run_config(out)["config"])
+        try:
+            TrainConfig.from_dict(data)
+        except (TypeError, ValueError) as e:
+            raise UsageError(f"--resume: {cfg_file}: {e}") from None
         changed = {k: v for k, v in vars(args).items() if k in data and v is not None and v != data[k]}
         if set(changed) - {"frames"}:
             raise UsageError(f"--resume keeps the run's config; drop {sorted(changed)} (only --frames may change)")
@@ -127,6 +165,7 @@ def _build_config(args: argparse.Namespace) -> Any:
         raise UsageError(f"unknown --algo {config.algo!r}; choose one of {sorted(LEARNERS)}")
     if config.memory not in MEMORY_CORES:
         raise UsageError(f"unknown --memory {config.memory!r}; choose one of {sorted(MEMORY_CORES)}")
+    prepare_config(config)  # the learner's checks, and its default inner_lr
     check_level(config.env)
     return config
 
@@ -140,13 +179,35 @@ def _prepare_out(args: argparse.Namespace) -> pathlib.Path:
             raise UsageError(f"--out {out} exists; pass --resume to continue it or --overwrite to replace it")
         if not (out / "config.json").is_file():
             raise UsageError(f"--overwrite refuses to delete {out}: it is not a metarim run")
-        shutil.rmtree(out)
-    parent = out if out.is_dir() else out.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not os.access(parent, os.W_OK):
-        raise UsageError(f"--out {out} is not writable")
+    _check_writable(out, "--out")
     return out
+
+
+def _check_writable(folder: pathlib.Path, flag: str) -> None:
+    """Creates ``folder`` (and its missing parents) and a file in it, then removes what it made.
+
+    A real write, not ``os.access``: root passes every permission check, yet cannot
+    create anything in ``/proc`` or on a read-only mount.
+    """
+    made: list[pathlib.Path] = []
+    try:
+        missing = [d for d in (folder, *folder.parents) if not d.exists()]
+        for d in reversed(missing):
+            d.mkdir()
+            made.append(d)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".metarim-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename and str(e.filename) != str(folder) else ""
+        raise UsageError(f"{flag} {folder} cannot be written: {e.strerror}{where}; "
+                         f"choose a folder you can write to") from None
+    finally:
+        for d in reversed(made):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
 
 
 def _cmd_train(args: argparse.Namespace) -> Any:
@@ -163,7 +224,30 @@ def _cmd_train(args: argparse.Namespace) -> Any:
         writer = SummaryWriter  # constructed once the folder exists
     from metarim.train import Trainer
 
-    return Trainer(config, out, resume=args.resume, progress=not args.quiet, tensorboard=writer)
+    # --overwrite: the old run is moved aside, not deleted, until the new one is set up
+    old = None
+    if args.overwrite and out.is_dir() and any(out.iterdir()):
+        old = out.with_name(f".{out.name}.replaced-{os.getpid()}")
+        try:
+            out.rename(old)
+        except OSError as e:
+            raise UsageError(f"--overwrite cannot move the old run {out} aside: {e.strerror}") from None
+    try:
+        trainer = Trainer(config, out, resume=args.resume, progress=not args.quiet, tensorboard=writer)
+    except BaseException as e:
+        if old is not None:
+            shutil.rmtree(out, ignore_errors=True)
+            old.rename(out)
+        if isinstance(e, OSError):
+            raise UsageError(f"cannot write {e.filename or out}: {e.strerror}; "
+                             f"choose an --out folder you can write to") from None
+        raise
+    if old is not None:
+        try:
+            shutil.rmtree(old)
+        except OSError as e:
+            print(f"metarim: could not delete the replaced run, now in {old}: {e.strerror}", file=sys.stderr)
+    return trainer
 
 
 def _cmd_eval_or_render(args: argparse.Namespace) -> int:
@@ -173,6 +257,16 @@ def _cmd_eval_or_render(args: argparse.Namespace) -> int:
 
     if args.episodes < 1:
         raise UsageError(f"--episodes {args.episodes} must be >= 1")
+    if args.command == "render":
+        target = pathlib.Path(args.out)
+        if target.suffix.lower() != ".gif":
+            raise UsageError(f"--out {target} must end in .gif")
+        if args.fps < 1:
+            raise UsageError(f"--fps {args.fps} must be >= 1")
+        if target.is_dir():
+            raise UsageError(f"--out {target} is a folder; name a .gif file in it")
+        if not target.parent.is_dir():
+            raise UsageError(f"--out {target}: folder {target.parent} does not exist; create it first")
     config, policy, vocab, state = load_run(args.run)
     env = args.env or config.env
     check_level(env)
@@ -188,20 +282,34 @@ def _cmd_eval_or_render(args: argparse.Namespace) -> int:
                        seed=args.seed, greedy=args.greedy)
         res.update(run=str(args.run), frames=int(state["frames"]))
         if args.adapt_steps or args.zero_shot:
+            from metarim.algorithms import learner_class
             from metarim.evaluation.adaptation import adaptation_report
 
+            rates = learner_class(config.algo).adaptation_rates(state)
             res.update(adaptation_report(config, policy, vocab, adapt_steps=args.adapt_steps or (),
                                          zero_shot_levels=args.zero_shot or (), episodes=args.episodes,
-                                         seed=args.seed, rates=state.get("inner_lrs")))
+                                         seed=args.seed, rates=rates))
         print(json.dumps(res))
         return 0
-    target = pathlib.Path(args.out)
-    if target.suffix.lower() != ".gif":
-        raise UsageError(f"--out {target} must end in .gif")
-    if not target.parent.is_dir() or not os.access(target.parent, os.W_OK):
-        raise UsageError(f"--out {target}: folder {target.parent} does not exist or is not writable")
-    n = render(policy, task, vocab, target, episodes=args.episodes, seed=args.seed, fps=args.fps,
-               greedy=args.greedy)
+    # rendered into a temp file next to the target, then renamed over it: the folder is
+    # known to be writable before rendering, and an existing GIF survives any failure
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".gif")
+    except OSError as e:
+        raise UsageError(f"--out {target} cannot be written: {e.strerror}; "
+                         f"choose a folder you can write to") from None
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # as open() would make it, not mkstemp's 0600
+    try:
+        n = render(policy, task, vocab, tmp, episodes=args.episodes, seed=args.seed, fps=args.fps,
+                   greedy=args.greedy)
+        os.replace(tmp, target)
+    except OSError as e:
+        raise UsageError(f"--out {target} cannot be written: {e.strerror}") from None
+    finally:
+        pathlib.Path(tmp).unlink(missing_ok=True)
     print(json.dumps({"out": str(target), "frames": n, "episodes": args.episodes}))
     return 0
 

@@ -2,7 +2,10 @@
 
 The CLI turns :class:`TrainConfig` into flags; ``--config FILE`` reads a JSON object
 with the same keys. :meth:`TrainConfig.from_dict` refuses unknown keys and wrong types
-with a ``ValueError`` that names them.
+with a ``ValueError`` that names them. The checks here do not depend on the learner;
+each learner checks the settings it does not support itself
+(:meth:`metarim.algorithms.Learner.check_config`), and fills ``inner_lr=None`` with its
+default (:func:`metarim.algorithms.base.prepare_config`).
 
 Example:
     >>> cfg = TrainConfig.from_dict({"env": "MiniGrid-DoorKey-5x5-v0", "frames": 4096})
@@ -18,16 +21,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["TrainConfig"]
 
-DEFAULT_INNER_LR = 0.1
-"""Inner lr of a step on every parameter (MAML; fine-tuning in adaptation evaluation)."""
-METARIM_INNER_LR = 10.0
-"""Inner lr of Meta-RIM's masked step on the module weights (their gradients are ~100x
-smaller than a whole policy's: at 0.1 the step changes nothing measurable)."""
+REMOVED_KEYS = ("algo_options",)
+"""Keys that configs written by earlier versions hold and :meth:`TrainConfig.from_dict`
+drops when their value is empty (``algo_options``, always ``{}`` in a saved run: no
+learner read it); a non-empty value is refused."""
 
 
 @dataclass
@@ -46,7 +48,8 @@ class TrainConfig:
     """``minigrid`` envs in a background process, stepped half at a time while the policy
     acts on the other half (:class:`~metarim.envs.worker.WorkerVecEnv`): uses a second core,
     same episodes; the actions are sampled per half, so a seed's trajectories differ from
-    the in-process env's. ``ppo``/``a2c``/``metarim`` only."""
+    the in-process env's. Learners with one vector env only (``ppo``, ``a2c``, ``metarim``;
+    ``Learner.supports_env_worker``)."""
     compile: bool = False
     """``torch.compile`` the memory core (inductor, one graph per batch shape and grad
     mode; the first update of a run compiles, ~20-30 s per graph with a cold cache).
@@ -54,7 +57,8 @@ class TrainConfig:
     ``ppo``/``a2c``: collection and update (the RIM core; the LSTM core, already fused
     kernels and slower compiled, stays eager); ``metarim``: its collection pass (the
     meta-gradient goes through a differentiable clone, which stays eager). Not for
-    ``maml``/``reptile``, whose clones are the acting policies."""
+    ``maml``/``reptile``, whose clones are the acting policies
+    (``Learner.supports_compile``)."""
     frames: int = 100_000
     """Total environment frames to train for."""
     seed: int = 0
@@ -97,16 +101,14 @@ class TrainConfig:
     """``torch.set_num_threads``."""
     checkpoint_every: int = 10
     """Updates between checkpoints (one is always written at the end)."""
-    algo_options: dict[str, Any] = field(default_factory=dict)
-    """Extra keyword arguments for the learner (e.g. meta-learning settings)."""
-
     # --- meta-learning (metarim, maml, reptile; ignored by ppo/a2c) -----------------
     # Defaults and the measurements behind them: docs/meta_learners.md.
     inner_lr: float | None = None
     """Inner SGD step size α (Meta-RIM masked step, MAML step, evaluation adaptation).
-    ``None``: the learner's measured default, 10 for ``metarim`` (a masked step on the
-    module weights only) and 0.1 otherwise (a step on every parameter);
-    ``benchmarks/inner_lr.py`` and docs/meta_learners.md give the measurement."""
+    ``None``: the learner's measured default (``Learner.default_inner_lr``), 10 for
+    ``metarim`` (a masked step on the module weights only) and 0.1 otherwise (a step on
+    every parameter), filled in when the run is built, so ``config.json`` holds the
+    number; ``benchmarks/inner_lr.py`` and docs/meta_learners.md give the measurement."""
     inner_steps: int = 1
     """Inner updates per task: MAML SGD steps, Reptile Adam steps (each on fresh rollouts)."""
     chunk_length: int = 32
@@ -137,21 +139,21 @@ class TrainConfig:
     outer_chunks: str = "all"
     """Meta-RIM outer loss over ``all`` chunks (0..C-1: chunk 0 under the unadapted weights,
     each later one under the weights adapted on the chunks before it) or only the
-    ``adapted`` ones (1..C-1, the MAML split). Measured: with the split alone Meta-RIM
-    stalls at ~0.6 success on GoToLocalS6N2, with ``all`` it learns the level
-    (docs/results.md)."""
+    ``adapted`` ones (1..C-1, the MAML split). docs/results.md gives the measurements
+    behind the ``all`` default."""
 
     def __post_init__(self) -> None:
-        if self.inner_lr is None:
-            self.inner_lr = METARIM_INNER_LR if self.algo == "metarim" else DEFAULT_INNER_LR
         self.validate()
 
     def validate(self) -> None:
-        """Raises ``ValueError`` naming the first bad field."""
+        """Raises ``ValueError`` naming the first bad field (checks that hold for every
+        learner; the learner's own come from ``Learner.check_config``)."""
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             want = {"int": int, "float": (int, float), "str": str, "bool": bool,
                     "float | None": (int, float)}.get(str(f.type))
+            if v is None and str(f.type).endswith("| None"):
+                continue
             if want is not None and (not isinstance(v, want) or (want is not bool and isinstance(v, bool))):
                 raise ValueError(f"{f.name}={v!r} must be of type {f.type}")
         for name in ("frames", "num_envs", "num_steps", "epochs", "batch_size", "recurrence",
@@ -176,16 +178,10 @@ class TrainConfig:
             raise ValueError(f"hidden_size={self.hidden_size} must be divisible by num_units={self.num_units}")
         if self.env_backend not in ("minigrid", "tensor"):
             raise ValueError(f"env_backend={self.env_backend!r} must be 'minigrid' or 'tensor'")
-        if self.env_worker and (self.env_backend != "minigrid" or self.algo in ("maml", "reptile")):
-            raise ValueError("env_worker=True needs env_backend='minigrid' and a learner with one "
-                             f"vector env (ppo, a2c, metarim), not {self.env_backend!r}/{self.algo!r}")
-        if self.compile and self.algo in ("maml", "reptile"):
-            raise ValueError(f"compile=True supports ppo, a2c and metarim, not {self.algo!r} "
-                             "(its acting policies are clones); drop --compile")
+        if self.env_worker and self.env_backend != "minigrid":
+            raise ValueError(f"env_worker=True needs env_backend='minigrid', not {self.env_backend!r}")
         if self.combine not in ("film", "concat"):
             raise ValueError(f"combine={self.combine!r} must be 'film' or 'concat'")
-        if not isinstance(self.algo_options, dict):
-            raise ValueError("algo_options must be a JSON object")
         self._validate_meta()
 
     def _validate_meta(self) -> None:
@@ -193,12 +189,10 @@ class TrainConfig:
         for name in ("inner_steps", "chunk_length", "meta_batch", "num_tasks"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-        if not self.inner_lr >= 0:
+        if self.inner_lr is not None and not self.inner_lr >= 0:
             raise ValueError(f"inner_lr={self.inner_lr} must be >= 0")
         if not self.inner_lr_lr > 0:
             raise ValueError(f"inner_lr_lr={self.inner_lr_lr} must be > 0")
-        if self.learnable_lr and self.algo != "metarim":
-            raise ValueError(f"learnable_lr=True is Meta-RIM's (Meta-SGD on its masked step), not {self.algo!r}")
         if not 0 < self.meta_step <= 1:
             raise ValueError(f"meta_step={self.meta_step} must be in (0, 1]")
         if not 0 < self.held_out < 1:
@@ -209,20 +203,22 @@ class TrainConfig:
             raise ValueError(f"outer_chunks={self.outer_chunks!r} must be 'adapted' or 'all'")
         if self.task_sampler not in ("seeds", "missions"):
             raise ValueError(f"task_sampler={self.task_sampler!r} must be 'seeds' or 'missions'")
-        if self.algo == "metarim":
-            if self.memory != "rim":
-                raise ValueError(f"algo='metarim' needs memory='rim', got {self.memory!r}")
-            if self.num_steps % self.chunk_length or self.num_steps // self.chunk_length < 2:
-                raise ValueError(
-                    f"chunk_length={self.chunk_length} must divide num_steps={self.num_steps} "
-                    "into at least 2 chunks (one inner, one outer)"
-                )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """Builds a config, refusing unknown keys."""
+        """Builds a config, refusing unknown keys; drops the empty :data:`REMOVED_KEYS`
+        of configs saved by earlier versions.
+
+        Example:
+            >>> TrainConfig.from_dict({"frames": 64, "algo_options": {}}).frames
+            64
+        """
         if not isinstance(d, dict):
             raise ValueError("a config must be a JSON object")
+        d = dict(d)
+        for key in REMOVED_KEYS:
+            if key in d and d.pop(key):
+                raise ValueError(f"config key {key!r} is no longer supported (no learner read it); remove it")
         names = [f.name for f in dataclasses.fields(cls)]
         for key in d:
             if key not in names:

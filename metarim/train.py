@@ -2,10 +2,12 @@
 
 A run folder holds ``config.json`` (config, seeds, library versions), ``vocab.json``,
 ``metrics.csv`` (one row per learner step, first column ``updates``) and
-``checkpoints/ckpt-*.pt`` (the last two, written atomically). On ``--resume`` the latest
-complete checkpoint is loaded and ``metrics.csv`` is cut back to the rows it covers, so
+``checkpoints/ckpt-*.pt`` (the last two, written atomically). On ``--resume`` the newest
+checkpoint that loads is used and ``metrics.csv`` is cut back to the rows it covers, so
 a run killed at any moment continues without missing or duplicated rows (a run killed
-before its first checkpoint starts over). ``SIGINT``
+before its first checkpoint starts over). A damaged newer checkpoint is renamed to
+``ckpt-*.pt.corrupt`` (kept, never deleted) and the run resumes from the one before it,
+saying so on stderr; when no checkpoint loads, nothing in the folder changes. ``SIGINT``
 stops after the current step with a final checkpoint; a non-finite loss or gradient
 stops before the parameters change and leaves the last good checkpoint in place.
 """
@@ -25,9 +27,11 @@ import torch
 
 from metarim.algorithms import make_learner
 from metarim.checkpoint import (
+    CheckpointError,
     atomic_write_text,
     latest_checkpoint,
-    load_checkpoint,
+    load_newest_checkpoint,
+    read_run_config,
     save_checkpoint,
 )
 from metarim.config import TrainConfig
@@ -46,11 +50,11 @@ def versions() -> dict[str, str]:
     import gymnasium
     import minigrid
 
-    import metarim
+    from metarim._version import __version__
 
     return {"python": platform.python_version(), "torch": torch.__version__,
             "numpy": np.__version__, "gymnasium": gymnasium.__version__,
-            "minigrid": minigrid.__version__, "metarim": metarim.__version__}
+            "minigrid": minigrid.__version__, "metarim": __version__}
 
 
 class Trainer:
@@ -65,19 +69,38 @@ class Trainer:
         progress: bool = True, tensorboard: Any = None,
     ) -> None:
         self.config, self.out, self.progress = config, pathlib.Path(out), progress
-        state = None
-        ckpt = latest_checkpoint(self.out) if resume else None
-        if ckpt is not None:
-            state = load_checkpoint(ckpt)
+        found = None
+        if resume:
+            try:
+                found = load_newest_checkpoint(self.out)
+            except CheckpointError as e:
+                raise CheckpointError(f"{e}; nothing was changed (to start over instead, train "
+                                      f"again with --overwrite)", e.path) from None
         random.seed(config.seed)
         np.random.seed(config.seed % 2**32)
         torch.manual_seed(config.seed)
         torch.set_num_threads(config.threads)
         self.learner = make_learner(config)
+        try:
+            self._prepare_folder(found, resume)
+            self.writer = tensorboard(log_dir=str(self.out)) if tensorboard else None
+        except BaseException:
+            self.learner.close()
+            raise
+        self.interrupted = False
+
+    def _prepare_folder(
+        self, found: tuple[pathlib.Path, dict[str, Any], list[CheckpointError]] | None, resume: bool
+    ) -> None:
+        """Restores the checkpoint ``found`` (or starts afresh) and writes the run files."""
+        config = self.config
         self.metrics_path = self.out / "metrics.csv"
-        if state is not None:
+        if found is not None:
+            ckpt, state, skipped = found
             self.learner.load_state_dict(state)
             random.setstate(_tuple(state["py_rng"]))
+            if skipped:
+                self._set_aside(skipped, ckpt)
             self._truncate_metrics(self.learner.updates)
         elif resume:  # killed before its first checkpoint: start over in the same folder
             print(f"metarim: {self.out} has no checkpoint yet; starting from the beginning", file=sys.stderr)
@@ -88,13 +111,25 @@ class Trainer:
                     "torch": config.seed, "envs": config.seed}, "versions": versions(),
                     "command": sys.argv}
             atomic_write_text(self.out / "config.json", json.dumps(meta, indent=2))
-        data = json.loads((self.out / "config.json").read_text())
+        data = read_run_config(self.out)
         if data["config"]["frames"] != config.frames:
             data["config"]["frames"] = config.frames
             atomic_write_text(self.out / "config.json", json.dumps(data, indent=2))
         atomic_write_text(self.out / "vocab.json", json.dumps(self.learner.vocab.to_dict()))
-        self.writer = tensorboard(log_dir=str(self.out)) if tensorboard else None
-        self.interrupted = False
+
+    def _set_aside(self, skipped: list[CheckpointError], used: pathlib.Path) -> None:
+        """Renames damaged checkpoints newer than ``used`` to ``*.corrupt`` and says so."""
+        kept = []
+        for e in skipped:
+            if e.path is not None and e.path.is_file():
+                aside, n = e.path.with_name(e.path.name + ".corrupt"), 1
+                while aside.exists():  # an earlier one of the same step stays too
+                    n += 1
+                    aside = e.path.with_name(f"{e.path.name}.corrupt-{n}")
+                e.path.rename(aside)
+                kept.append(aside.name)
+        print(f"metarim: {'; '.join(str(e) for e in skipped)}; resuming from {used.name}"
+              + (f" (kept as {', '.join(kept)})" if kept else ""), file=sys.stderr)
 
     def _truncate_metrics(self, updates: int) -> None:
         if not self.metrics_path.is_file():

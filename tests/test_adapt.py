@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.testing import assert_close
 
-from metarim.meta.maml import MaskedMAML, available_backends, masked_maml_update, masked_sgd
+from metarim.meta import MaskedMAML, available_backends, masked_maml_update, masked_sgd
 from metarim.meta.partition import reduce_activity
 from metarim.rim import RIM, GroupLinear
 
@@ -383,6 +383,42 @@ def test_functional_core():
         masked_sgd(p, 0.1, {"nope": torch.ones(1)})
     with pytest.raises(ValueError, match="non-negative"):
         masked_maml_update(net, -0.1, {})
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_learner_clones_from_its_adapted_parameters(backend, first_order):
+    # learner.clone() after one step, a step on the clone, the outer loss: the same
+    # fast tensors and meta-gradient as two steps on one learner (the reference)
+    policy, data = make_policy(), make_data()
+    x1, y1, x2, y2 = data
+    active = random_active(3)
+    learner = MaskedMAML(policy, LR, first_order=first_order, backend=backend).clone()
+    learner.adapt(mse(learner(x1)[0], y1), active=active)
+    adapted = {n: p.detach().clone() for n, p in learner.parameter_dict().items()}
+    second = learner.clone()
+    assert type(second) is type(learner) and second.first_order == first_order
+    assert isinstance(second, nn.Module)
+    for name, value in second.parameter_dict().items():
+        assert torch.equal(value.detach(), adapted[name]), name
+    second.adapt(mse(second(x1)[0], y1), active=active)
+    for name, value in learner.parameter_dict().items():  # the clone's step leaves its source alone
+        assert torch.equal(value.detach(), adapted[name]), name
+    mse(second(x2)[0], y2).backward()
+    params, ref_grads = reference_episode(policy, data, active, first_order, steps=2)
+    fast = second.fast_parameters()
+    for name in fast:
+        assert_close(fast[name], params[name], msg=name)
+    got = grads_of(policy)
+    assert got.keys() == ref_grads.keys()
+    for name in ref_grads:
+        assert_close(got[name], ref_grads[name], msg=name)
+
+
+def test_clone_first_order_overrides_the_learners_default():
+    learner = MaskedMAML(make_policy(), LR).clone()
+    assert learner.clone(first_order=True).first_order is True
+    assert learner.clone().first_order is False
 
 
 def test_bad_input_raises_value_error():

@@ -25,7 +25,6 @@ import pathlib
 import shutil
 
 import pytest
-
 from load_script import load_script
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

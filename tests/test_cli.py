@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 
@@ -247,3 +248,207 @@ def test_sigkill_at_several_points_then_resume_matches_clean_run(tmp_path):
         proc.wait()
     assert main(["train", "--out", str(out), "--resume", "--quiet"]) == 0
     assert _rows(out / "metrics.csv") == _rows(tmp_path / "clean" / "metrics.csv")
+
+
+def _run_cli(*argv):
+    return subprocess.run([sys.executable, "-m", "metarim.cli", *argv], capture_output=True, text=True,
+                          timeout=300)
+
+
+def _one_error_line(stderr, *needles):
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("metarim: error: "), stderr
+    assert "Traceback" not in stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def _files(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
+def test_unwritable_out_is_one_line_exit_2(run):
+    """/proc: every permission check passes for root, yet nothing can be created there."""
+    proc = _run_cli("train", "--out", "/proc/forbidden/run", *SMALL, "--frames", "128")
+    assert proc.returncode == 2
+    _one_error_line(proc.stderr, "--out /proc/forbidden/run cannot be written", "choose a folder")
+    proc = _run_cli("render", "--run", str(run), "--out", "/proc/x.gif")
+    assert proc.returncode == 2
+    _one_error_line(proc.stderr, "--out /proc/x.gif cannot be written", "choose a folder")
+
+
+def test_out_under_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "f").write_text("keep")
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--out", str(tmp_path / "f" / "run"), *SMALL])
+    assert e.value.code == 2
+    _one_error_line(capsys.readouterr().err, "cannot be written")
+    assert _files(tmp_path) == {tmp_path.joinpath("f").relative_to(tmp_path): b"keep"}
+
+
+def test_writable_check_leaves_no_trace(tmp_path, capsys, monkeypatch):
+    """The check creates the missing folders of --out and a file, and removes them again."""
+    import metarim.train
+
+    made = []
+
+    def failing(self, config, out, **kwargs):
+        made.extend(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+        raise ValueError("stop before the run starts")
+
+    monkeypatch.setattr(metarim.train.Trainer, "__init__", failing)
+    with pytest.raises(SystemExit):
+        main(["train", "--out", str(tmp_path / "a" / "b"), *SMALL])
+    assert "stop before the run starts" in capsys.readouterr().err
+    assert made == [] and list(tmp_path.iterdir()) == []
+
+
+def test_render_keeps_existing_gif_when_it_fails(run, tmp_path, capsys, monkeypatch):
+    import importlib
+
+    evaluate = importlib.import_module("metarim.evaluation.evaluate")  # the package exports a function of that name
+    gif = tmp_path / "agent.gif"
+    gif.write_bytes(b"an earlier GIF")
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(evaluate, "render", broken)
+    with pytest.raises(SystemExit) as e:
+        main(["render", "--run", str(run), "--out", str(gif)])
+    assert e.value.code == 2
+    _one_error_line(capsys.readouterr().err, "No space left on device")
+    assert _files(tmp_path) == {gif.relative_to(tmp_path): b"an earlier GIF"}  # no temp file left
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--fps", "0"], "--fps 0 must be >= 1"),
+    (["--out", "DIR.gif"], "is a folder"),
+    (["--out", "NODIR/x.gif"], "does not exist; create it first"),
+], ids=["fps", "folder", "no-folder"])
+def test_render_bad_out(run, tmp_path, capsys, argv, needle):
+    (tmp_path / "DIR.gif").mkdir()
+    argv = [str(tmp_path / a) if a in ("DIR.gif", "NODIR/x.gif") else a for a in argv]
+    with pytest.raises(SystemExit) as e:
+        main(["render", "--run", str(run), "--out", str(tmp_path / "a.gif"), *argv])
+    assert e.value.code == 2
+    _one_error_line(capsys.readouterr().err, needle)
+    assert [p.name for p in tmp_path.iterdir()] == ["DIR.gif"]
+
+
+def test_overwrite_replaces_a_run_and_keeps_it_when_setup_fails(run, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    import metarim.train
+
+    out = tmp_path / "r"
+    shutil.copytree(run, out)
+    before = _files(out)
+
+    def failing(self, *args, **kwargs):
+        raise ValueError("the new run cannot start")
+
+    with monkeypatch.context() as m:
+        m.setattr(metarim.train.Trainer, "__init__", failing)
+        with pytest.raises(SystemExit) as e:
+            main(["train", "--out", str(out), "--overwrite", *SMALL, "--frames", "128"])
+    assert e.value.code == 2
+    _one_error_line(capsys.readouterr().err, "the new run cannot start")
+    assert _files(out) == before and [p.name for p in tmp_path.iterdir()] == ["r"]
+    _train(out, "--overwrite", "--frames", "128")
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["ckpt-00000001.pt"]
+    assert len(_rows(out / "metrics.csv")) == 1 and [p.name for p in tmp_path.iterdir()] == ["r"]
+
+
+@pytest.mark.parametrize("content,needle", [
+    ("{not json", "is damaged (not valid JSON"),
+    ('{"seeds": {}}', 'is damaged (no "config" object)'),
+    ('{"config": {"frame": 3}}', "unknown config key 'frame'"),
+], ids=["not-json", "no-config", "bad-key"])
+def test_damaged_config_json_is_one_line_naming_the_file(run, tmp_path, content, needle):
+    import shutil
+
+    out = tmp_path / "r"
+    shutil.copytree(run, out)
+    (out / "config.json").write_text(content)
+    before = _files(out)
+    for argv in (["train", "--out", str(out), "--resume", "--quiet"], ["eval", "--run", str(out)],
+                 ["render", "--run", str(out), "--out", str(tmp_path / "a.gif")]):
+        proc = _run_cli(*argv)
+        assert proc.returncode == 2, argv
+        _one_error_line(proc.stderr, str(out / "config.json"), needle)
+        assert _files(out) == before and not (tmp_path / "a.gif").exists()
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_the_one_before(run, tmp_path, capsys):
+    """The module's run has checkpoints 6 and 8; with 8 damaged, eval and render use 6 and a
+    resume continues from 6, cuts metrics.csv back to its 6 rows and trains rows 7-8 again,
+    exactly as the uninterrupted run did; the damaged file is kept aside."""
+    import shutil
+
+    out = tmp_path / "r"
+    shutil.copytree(run, out)
+    ckpt8 = out / "checkpoints" / "ckpt-00000008.pt"
+    damaged = ckpt8.read_bytes()[:5000]
+    ckpt8.write_bytes(damaged)
+    assert main(["eval", "--run", str(out), "--episodes", "2", "--num-envs", "2"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["frames"] == 768  # checkpoint 6
+    corrupt = f"metarim: checkpoint {re.escape(str(ckpt8))} is corrupt or not a metarim checkpoint \\(\\w+\\); "
+    assert re.fullmatch(corrupt + r"using ckpt-00000006\.pt\n", captured.err), captured.err
+    assert main(["render", "--run", str(out), "--out", str(tmp_path / "a.gif")]) == 0
+    assert "using ckpt-00000006.pt" in capsys.readouterr().err
+    assert main(["train", "--out", str(out), "--resume", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert re.fullmatch(corrupt + r"resuming from ckpt-00000006\.pt \(kept as ckpt-00000008\.pt\.corrupt\)\n", err), err
+    assert (out / "checkpoints" / "ckpt-00000008.pt.corrupt").read_bytes() == damaged
+    assert _rows(out / "metrics.csv") == _rows(run / "metrics.csv")
+    import torch
+
+    new = torch.load(ckpt8, weights_only=True)["policy"]
+    ref = torch.load(run / "checkpoints" / "ckpt-00000008.pt", weights_only=True)["policy"]
+    assert new.keys() == ref.keys() and all(torch.equal(new[k], ref[k]) for k in ref)
+
+
+def test_no_checkpoint_loads_changes_nothing(run, tmp_path):
+    import shutil
+
+    out = tmp_path / "r"
+    shutil.copytree(run, out)
+    for ckpt in (out / "checkpoints").iterdir():
+        ckpt.write_bytes(ckpt.read_bytes()[:5000])
+    before = _files(out)
+    proc = _run_cli("train", "--out", str(out), "--resume", "--quiet")
+    assert proc.returncode == 2
+    _one_error_line(proc.stderr, "ckpt-00000008.pt is corrupt", "nor does the one before it", "nothing was changed",
+                    "--overwrite")
+    proc = _run_cli("eval", "--run", str(out))
+    assert proc.returncode == 2
+    _one_error_line(proc.stderr, "ckpt-00000008.pt is corrupt")
+    assert _files(out) == before
+
+
+def test_train_help_is_plain_text(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--help"])
+    assert e.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "``" not in text and ":class:" not in text and ":func:" not in text and "~metarim" not in text
+    assert "Memory core name (metarim.rl.MEMORY_CORES): lstm or rim." in text
+    assert "on the other half (WorkerVecEnv): uses a second core" in text
+
+
+@pytest.mark.parametrize("doc,plain", [
+    ("``lstm`` or ``rim``", "lstm or rim"),
+    (":class:`~metarim.envs.worker.WorkerVecEnv`", "WorkerVecEnv"),
+    (":func:`metarim.rl.rollout.play`", "metarim.rl.rollout.play"),
+    (":py:meth:`~a.B.c`", "c"),
+    (":doc:`the concepts <concepts>`", "the concepts"),
+    ("`default role`", "default role"),
+    ("``T * B``\n    rows,   50 %", "T * B rows, 50 %%"),
+])
+def test_plain_help_text(doc, plain):
+    from metarim.cli import _plain
+
+    assert _plain(doc) == plain

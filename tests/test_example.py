@@ -49,7 +49,7 @@ def test_quick_writes_every_output(quick):
                 assert 0.0 <= entry["mean"] <= 1.0, (learner, name)
                 assert entry["ci95"][0] <= entry["mean"] <= entry["ci95"][1]
             if learner != "metarim":
-                assert "welch_p" in entry and math.isnan(entry["welch_p"])  # one seed: no test
+                assert "welch_p" in entry and entry["welch_p"] is None  # one seed: no test (NaN -> null)
     runs = {r["learner"]: r for r in summary["runs"]}
     assert set(runs) == set(LEARNERS)
     assert runs["metarim"]["config"]["algo"] == "metarim" and runs["rim"]["config"]["algo"] == "ppo"
@@ -57,6 +57,33 @@ def test_quick_writes_every_output(quick):
     for r in runs.values():
         assert r["config"]["frames"] == 1024
         assert set(r["adaptation"]) == {"0", "1", "2", "5"}
+
+
+def test_quick_summary_is_strict_json(quick):
+    """No bare ``NaN``/``Infinity`` (not JSON; other parsers refuse them): they are null."""
+    _, out = quick
+    with open(out / "summary.json") as f:
+        data = json.load(f, parse_constant=lambda c: 1 / 0)
+    adapt = [r["adaptation"]["0"]["adapt_loss"] for r in data["runs"]]
+    assert adapt and all(v is None for v in adapt)  # no update at k=0: the loss was NaN
+    assert all(math.isfinite(r["adaptation"]["1"]["adapt_loss"]) for r in data["runs"])
+
+
+def test_sweep_file_holds_the_learners_and_expands(quick):
+    """``examples/sweeps/gotolocal.json`` is a valid sweep file with a note on every
+    learner, and the example's defaults train exactly its runs."""
+    from metarim.sweep.spec import expand_sweep, load_sweep
+
+    mod, _ = quick
+    spec = load_sweep(mod.SWEEP)
+    assert spec["learners"] == mod.LEARNERS and set(LEARNERS) <= set(mod.LEARNERS)
+    assert set(mod.LEARNERS) <= set(spec["notes"])
+    runs = expand_sweep(spec)
+    assert [r.name for r in runs] == [f"{n}-s{s}" for s in spec["seeds"] for n in mod.LEARNERS]
+    args = mod.parse_args(["--learners", *mod.LEARNERS])
+    assert expand_sweep(mod.sweep_spec(args)) == runs
+    assert [r.name for r in expand_sweep(mod.sweep_spec(mod.parse_args([])))] == [
+        f"{n}-s{s}" for s in spec["seeds"] for n in LEARNERS]
 
 
 def test_quick_markdown_table(quick):

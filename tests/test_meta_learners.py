@@ -15,14 +15,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import pathlib
 
 import pytest
 import torch
 
-from metarim.algorithms import make_learner
-from metarim.algorithms.meta_common import quiet_nonleaf_grad, rollout_a2c_loss
+from metarim.algorithms import LEARNERS, make_learner, prepare_config
+from metarim.algorithms.objectives import rollout_loss
 from metarim.algorithms.reptile import reptile_update
 from metarim.config import TrainConfig
+from metarim.meta.backends import quiet_nonleaf_grad
 from metarim.meta.partition import reduce_activity
 from metarim.rim import InputAttention
 
@@ -52,7 +54,7 @@ def func_loss(policy, params, rollout, config, kind="a2c", targets=None):
         def forward(self, *args):
             return torch.func.functional_call(policy, params, args)
 
-    return rollout_a2c_loss(Call(), rollout, config, kind=kind, targets=targets)
+    return rollout_loss(Call(), rollout, config, kind=kind, targets=targets)
 
 
 def loop_sequence_gae(chunks, gamma, lam):
@@ -126,9 +128,9 @@ def test_maml_meta_gradient_matches_functional_reference(monkeypatch, first_orde
     learner = make_learner(cfg)
     learner.policy.double()
     tasks = learner.train_tasks.tasks[:2]
-    data = {t: [as_double(learner.tasks.collect(t, learner.policy)) for _ in range(2)] for t in tasks}
+    data = {t: [as_double(learner.collectors.collect(t, learner.policy)) for _ in range(2)] for t in tasks}
     queue = {t: list(v) for t, v in data.items()}
-    monkeypatch.setattr(learner.tasks, "collect", lambda task, policy: queue[task].pop(0))
+    monkeypatch.setattr(learner.collectors, "collect", lambda task, policy: queue[task].pop(0))
     monkeypatch.setattr(learner.optimizer, "step", lambda: None)
     learner.step(tasks)
     got = {n: p.grad.clone() for n, p in learner.policy.named_parameters() if p.grad is not None}
@@ -276,7 +278,7 @@ def test_meta_sgd_rates_are_checkpointed_and_used_by_eval():
     rates = state["inner_lrs"]
     adapter = Adapter(a.policy, a.config, "masked_sgd", rates)
     rollout = a.collector.collect()
-    loss, _, masks = rollout_a2c_loss(adapter.policy, rollout, a.config)
+    loss, _, masks = rollout_loss(adapter.policy, rollout, a.config)
     params = dict(adapter.policy.named_parameters())
     grads = torch.autograd.grad(loss, [params[n] for n in rates])
     block = adapter.partition.block_masks(reduce_activity(masks), dtype=loss.dtype)
@@ -285,7 +287,7 @@ def test_meta_sgd_rates_are_checkpointed_and_used_by_eval():
     for n in rates:
         torch.testing.assert_close(params[n].detach(), want[n], msg=n)
     with pytest.raises(ValueError, match="learnable_lr=True is Meta-RIM's"):
-        tiny(algo="ppo", learnable_lr=True)
+        prepare_config(tiny(algo="ppo", learnable_lr=True))
     a.close(), b.close()
 
 
@@ -312,7 +314,7 @@ def test_meta_rim_inner_step_leaves_inactive_blocks_and_slow_weights(monkeypatch
     with quiet_nonleaf_grad():
         clone = learner.meta.clone()
         rollout = learner.collector.collect()
-        loss, _, masks = rollout_a2c_loss(clone, rollout, cfg)
+        loss, _, masks = rollout_loss(clone, rollout, cfg)
         before = {n: t.detach().clone() for n, t in clone.parameter_dict().items()}
         clone.adapt(loss, active=reduce_activity(masks))
     after = clone.parameter_dict()
@@ -341,7 +343,7 @@ def test_meta_rim_online_step_equals_the_masked_learner_step(monkeypatch, learna
     chunk = as_double(learner.collector.collect())
     with quiet_nonleaf_grad():
         clone = learner.meta.clone(first_order=True)
-        loss, _, masks = rollout_a2c_loss(clone, chunk, learner.config)
+        loss, _, masks = rollout_loss(clone, chunk, learner.config)
         clone.adapt(loss, active=reduce_activity(masks))
     learner._online_step(chunk)
     actor = dict(learner.actor.named_parameters())
@@ -419,12 +421,67 @@ def test_metarim_reports_outer_loss_parts():
 
 
 def test_metarim_needs_rim_and_two_chunks():
+    # the learner's own checks (MetaRIM.check_config), run by make_learner before anything is built
     with pytest.raises(ValueError, match="memory='rim'"):
-        tiny(algo="metarim", memory="lstm")
+        make_learner(tiny(algo="metarim", memory="lstm"))
     with pytest.raises(ValueError, match="at least 2 chunks"):
-        tiny(algo="metarim", memory="rim", chunk_length=8)
+        make_learner(tiny(algo="metarim", memory="rim", chunk_length=8))
+    tiny(algo="metarim", memory="lstm")  # a learner-independent config: TrainConfig accepts it
     with pytest.raises(ValueError, match="fast_weights"):
         tiny(fast_weights="sometimes")
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c", "metarim", "maml", "reptile"])
+def test_learners_declare_their_facts(algo):
+    """Each learner states its adaptation rule, default inner rate and the switches it
+    supports; the switches it does not support are refused by its own check."""
+    want = {"ppo": ("adam", 0.1, True), "a2c": ("adam", 0.1, True), "metarim": ("masked_sgd", 10.0, True),
+            "maml": ("sgd", 0.1, False), "reptile": ("adam", 0.1, False)}[algo]
+    cls = LEARNERS[algo]
+    assert (cls.adaptation_rule, cls.default_inner_lr, cls.supports_env_worker) == want
+    assert cls.supports_compile == cls.supports_env_worker  # one vector env and a plain acting module
+    memory = "rim" if algo == "metarim" else "lstm"
+    for switch, needle in (("env_worker", "env_worker=True needs a learner with one vector env"),
+                           ("compile", "compile=True supports a2c, metarim, ppo, not"),
+                           ("learnable_lr", "learnable_lr=True is Meta-RIM's")):
+        supported = getattr(cls, f"supports_{switch}")
+        cfg = TrainConfig(algo=algo, memory=memory, **{switch: True})
+        if supported:
+            cls.check_config(cfg)
+        else:
+            with pytest.raises(ValueError, match=needle):
+                cls.check_config(cfg)
+    state = {"inner_lrs": {"w": torch.ones(2)}}
+    assert (cls.adaptation_rates(state) is state["inner_lrs"]) == (algo == "metarim")
+
+
+@pytest.mark.parametrize("run", ["ppo-lstm", "a2c-lstm", "metarim", "maml", "reptile"])
+def test_checkpoint_keys_are_those_of_old_runs(run):
+    """``state_dict`` (base entries, then ``Learner.stateful``) writes the keys, in the order,
+    of the checkpoints written before the learners shared their plumbing."""
+    from metarim.checkpoint import latest_checkpoint, load_checkpoint
+
+    folder = pathlib.Path(__file__).parent / "data" / "f898eb9" / "half" / run
+    old = load_checkpoint(latest_checkpoint(folder))
+    config = TrainConfig.from_dict(json.loads((folder / "config.json").read_text())["config"])
+    learner = make_learner(config)
+    new = learner.state_dict()
+    assert list(new) == [k for k in old if k != "py_rng"]  # py_rng: the Trainer's
+    assert list(new["recent"]) == [] and isinstance(old["recent"], list)
+    learner.load_state_dict(old)
+    assert learner.updates == old["updates"] and list(learner.recent.episodes) == old["recent"]
+    learner.close()
+
+
+def test_old_config_with_empty_algo_options_loads():
+    """Configs saved before ``algo_options`` was removed hold ``"algo_options": {}``: dropped.
+    A non-empty value (which no learner ever read) is refused rather than ignored."""
+    saved = json.loads((pathlib.Path(__file__).parent / "data/f898eb9/half/metarim/config.json").read_text())["config"]
+    assert saved["algo_options"] == {}
+    cfg = TrainConfig.from_dict(saved)
+    assert "algo_options" not in cfg.to_dict() and cfg.inner_lr == 10.0
+    with pytest.raises(ValueError, match="'algo_options' is no longer supported"):
+        TrainConfig.from_dict({**saved, "algo_options": {"x": 1}})
 
 
 def test_cli_train_and_eval_metarim(tmp_path, capsys):
@@ -439,24 +496,37 @@ def test_cli_train_and_eval_metarim(tmp_path, capsys):
     assert main(["eval", "--run", str(out), "--episodes", "2", "--num-envs", "2"]) == 0
     assert '"success_rate"' in capsys.readouterr().out
 
-    from metarim.evaluation.adaptation import main as adapt_main
-
-    assert adapt_main(["--run", str(out), "--adapt-steps", "0", "1", "--zero-shot", "BabyAI-GoToLocalS8N7-v0",
-                       "--episodes", "2"]) == 0
+    assert main(["eval", "--run", str(out), "--adapt-steps", "0", "1", "--zero-shot", "BabyAI-GoToLocalS8N7-v0",
+                 "--episodes", "2", "--num-envs", "2"]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert res["algo"] == "metarim" and set(res["adaptation"]) == {"0", "1"}
+    assert set(res["adaptation"]) == {"0", "1"}
     assert res["adaptation"]["1"]["episodes"] == 2 and math.isfinite(res["adaptation"]["1"]["adapt_loss"])
     assert 0 <= res["zero_shot"]["BabyAI-GoToLocalS8N7-v0"]["success_rate"] <= 1
 
 
-def test_inner_lr_default_depends_on_the_rule():
+def test_inner_lr_default_depends_on_the_rule(tmp_path):
     """Meta-RIM's masked step gets 10, a step on every parameter 0.1 (docs/meta_learners.md);
-    an explicit value wins, and the resolved value is what a saved config holds."""
-    assert TrainConfig(algo="metarim", memory="rim").inner_lr == 10.0
+    an explicit value wins, and the resolved value is what a saved config holds, whichever
+    way the run was built (make_learner, the CLI, a sweep)."""
+    from metarim.cli import main
+    from metarim.sweep.spec import expand_sweep
+
+    assert TrainConfig(algo="metarim", memory="rim").inner_lr is None  # the learner decides
+    assert prepare_config(TrainConfig(algo="metarim", memory="rim")).inner_lr == 10.0
     for algo in ("maml", "ppo", "reptile"):
-        assert TrainConfig(algo=algo).inner_lr == 0.1
-    assert TrainConfig(algo="metarim", memory="rim", inner_lr=0.5).inner_lr == 0.5
-    saved = TrainConfig(algo="metarim", memory="rim").to_dict()
+        assert prepare_config(TrainConfig(algo=algo)).inner_lr == 0.1
+    assert prepare_config(TrainConfig(algo="metarim", memory="rim", inner_lr=0.5)).inner_lr == 0.5
+    learner = make_learner(cfg := tiny(algo="metarim", memory="rim"))
+    assert cfg.inner_lr == 10.0 and learner.meta.lr == 10.0  # filled in place: Trainer writes this object
+    learner.close()
+    saved = cfg.to_dict()
     assert saved["inner_lr"] == 10.0 and TrainConfig.from_dict(saved).inner_lr == 10.0
+    runs = expand_sweep({"learners": {"m": {"algo": "metarim", "memory": "rim"}, "p": {}}, "seeds": [0]})
+    assert [r.config["inner_lr"] for r in runs] == [10.0, 0.1]
+    out = tmp_path / "run"
+    assert main(["train", "--algo", "metarim", "--memory", "rim", "--env", LEVEL, "--frames", "16",
+                 "--hidden-size", "12", "--num-units", "3", "--k", "2", "--num-envs", "2", "--num-steps", "8",
+                 "--chunk-length", "4", "--batch-size", "16", "--out", str(out), "--quiet"]) == 0
+    assert json.loads((out / "config.json").read_text())["config"]["inner_lr"] == 10.0
     with pytest.raises(ValueError, match="inner_lr"):
         TrainConfig(inner_lr="fast")

@@ -233,6 +233,31 @@ def test_wrong_input_width_is_a_value_error():
         RIM(6, 12, 4, 2)(torch.randn(3, 2, 6), done=torch.zeros(3, 5, dtype=torch.bool))
 
 
+@pytest.mark.parametrize("cell_kind", ["lstm", "gru"])
+def test_cell_without_state_starts_from_zeros_like_lstm_cell(cell_kind):
+    # nn.LSTMCell(x) == nn.LSTMCell(x, zeros); the same for RIMCell, in x's dtype
+    cell = small_cell(cell_kind)
+    x = torch.randn(3, 6)
+    zeros = tuple(torch.zeros(3, 4, 3) for _ in range(2 if cell_kind == "lstm" else 1))
+    for got, want in zip(cell(x), cell(x, zeros)):
+        if isinstance(got, tuple):
+            for g, w in zip(got, want):
+                assert torch.equal(g, w)
+        else:
+            assert torch.equal(got, want)
+    out, state, _ = cell.float()(x.float())
+    assert out.dtype == torch.float32 and all(s.dtype == torch.float32 for s in state)
+    assert not torch.equal(cell(x.float())[0], cell(x.float(), tuple(torch.ones_like(s) for s in state))[0])
+
+
+def test_cell_state_of_the_wrong_shape_is_a_value_error():
+    cell = small_cell("lstm")
+    with pytest.raises(ValueError, match=r"2 tensor\(s\) of shape \(2, 4, 3\)"):
+        cell(torch.randn(2, 6), (torch.zeros(2, 4, 3),))
+    with pytest.raises(ValueError, match=r"got \[\(2, 12\), \(2, 12\)\]"):
+        cell(torch.randn(2, 6), (torch.zeros(2, 12), torch.zeros(2, 12)))
+
+
 def test_comm_attention_compiled_form_equals_bmm_form(monkeypatch):
     # Under torch.compile the attention products are broadcast multiply-sums; checked here
     # in eager float64 by reporting "compiling", values and gradients against the bmm form.

@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from metarim.algorithms import LEARNERS, PPO, make_learner
+from metarim.algorithms import LEARNERS, PPO, Learner, make_learner
+from metarim.algorithms.objectives import policy_terms
 from metarim.algorithms.ppo import distinct_obs, windows
 from metarim.config import TrainConfig
 from metarim.envs import make_vec_env
@@ -44,6 +45,45 @@ def test_a2c_loss_hand_computed():
     loss, parts = a2c_loss(torch.log(t(0.5, 0.2)), t(1.0, -2.0), t(1.0, 0.0), t(2.0, -1.0), t(1.0, 0.5))
     policy = -(math.log(0.5) - 2 * math.log(0.2)) / 2
     assert loss.item() == pytest.approx(policy + 0.5 * 1.0 - 0.01 * 0.75, abs=1e-12)
+
+
+def test_policy_terms_hand_computed():
+    logits = torch.tensor([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]], dtype=torch.float64)
+    actions = torch.tensor([1, 2])
+    logp, entropy = policy_terms(logits, actions)
+    for i, row in enumerate(logits.tolist()):
+        norm = math.log(sum(math.exp(z) for z in row))
+        probs = [math.exp(z - norm) for z in row]
+        assert logp[i].item() == pytest.approx(row[int(actions[i])] - norm, abs=1e-12)
+        assert entropy[i].item() == pytest.approx(-sum(q * math.log(q) for q in probs), abs=1e-12)
+
+
+def test_optimizer_step_clips_and_guards():
+    """``Learner.optimizer_step``: SGD on the gradient scaled to norm ``max_grad_norm``
+    (by hand, float64), the norm before clipping returned; a non-finite loss or
+    gradient raises and leaves the parameters as they were."""
+    torch.manual_seed(0)
+    learner = Learner(TrainConfig(max_grad_norm=0.5))
+    learner.policy = torch.nn.Linear(3, 2).double()
+    x = torch.randn(5, 3, dtype=torch.float64)
+    params = list(learner.policy.parameters())
+    start = [p.detach().clone() for p in params]
+    loss = 10 * learner.policy(x).square().sum()
+    grads = torch.autograd.grad(loss, params, retain_graph=True)
+    total = math.sqrt(sum(float(g.square().sum()) for g in grads))
+    assert total > 0.5  # the clip acts
+    norm = learner.optimizer_step(loss, torch.optim.SGD(params, lr=0.1))
+    assert norm.item() == pytest.approx(total, rel=1e-12)
+    for p, p0, g in zip(params, start, grads):
+        torch.testing.assert_close(p.detach(), p0 - 0.1 * g * (0.5 / (total + 1e-6)), rtol=1e-12, atol=1e-12)
+    before = [p.detach().clone() for p in params]
+    opt = torch.optim.SGD(params, lr=0.1)
+    with pytest.raises(FloatingPointError, match="non-finite loss"):
+        learner.optimizer_step(learner.policy(x).sum() * float("nan"), opt)
+    w = learner.policy.weight
+    with pytest.raises(FloatingPointError, match="non-finite gradient norm"):  # d sqrt(0) = inf
+        learner.optimizer_step((w - w.detach()).abs().sum().sqrt(), opt)
+    assert all(torch.equal(p, q) for p, q in zip(params, before))
 
 
 @pytest.mark.parametrize("name", ["lstm", "rim"])
@@ -205,8 +245,8 @@ def test_compiled_memory_trains_like_eager():
     assert list(p_eager) == list(p_comp)
     for key in p_eager:
         torch.testing.assert_close(p_comp[key], p_eager[key], atol=1e-5, rtol=1e-4)
-    with pytest.raises(ValueError, match="compile=True supports ppo, a2c and metarim"):
-        _cfg(algo="maml", memory="rim", compile=True)
+    with pytest.raises(ValueError, match="compile=True supports a2c, metarim, ppo, not 'maml'"):
+        make_learner(_cfg(algo="maml", memory="rim", compile=True))
     lstm = make_learner(_cfg(memory="lstm", compile=True))  # fused kernels already: stays eager
     assert lstm.policy.memory._compiled_call_impl is None
     lstm.close()

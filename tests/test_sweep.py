@@ -17,7 +17,8 @@ import torch
 
 from metarim.checkpoint import list_checkpoints, load_checkpoint
 from metarim.cli import main
-from metarim.sweep.run import RunLock, run_state, run_sweep, train_run
+from metarim.sweep import run_sweep
+from metarim.sweep.run import RunLock, run_state, train_run
 from metarim.sweep.spec import expand_sweep, load_sweep
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -140,8 +141,9 @@ def test_busy_run_is_not_trained_twice(tmp_path: pathlib.Path) -> None:
 
 def test_failed_run_does_not_stop_the_others(tmp_path: pathlib.Path) -> None:
     base = {"frames": 128, "num_envs": 4, "num_steps": 32, "batch_size": 64, "hidden_size": 32, "epochs": 1}
-    # the tensor backend has no DoorKey: this run fails inside its worker, after the checks
-    runs = expand_sweep({"base": base, "learners": {"broken": {"env_backend": "tensor"}, "ok": {}}, "seeds": [0]})
+    # the tensor backend has no FourRooms: this run fails inside its worker, after the checks
+    runs = expand_sweep({"base": base, "learners": {"broken": {"env_backend": "tensor"}, "ok": {}},
+                         "levels": ["MiniGrid-FourRooms-v0"], "seeds": [0]})
     conflict = tmp_path / "runs" / "ok-s1"
     results = run_sweep(runs, tmp_path, max_parallel=2, log=lambda s: None)
     assert results["broken-s0"]["status"] == "failed" and "not supported by the tensor env" in results["broken-s0"]["error"]
@@ -274,7 +276,7 @@ def test_run_saved_before_a_config_field_existed_is_not_a_conflict(tmp_path: pat
     config = TrainConfig(env="BabyAI-GoToLocalS6N2-v0", frames=4096).to_dict()
     folder = tmp_path / "run"
     folder.mkdir()
-    old = {k: v for k, v in config.items() if k != "env_worker"}  # as saved before session 3
+    old = {k: v for k, v in config.items() if k != "env_worker"}  # as saved before commit 0d5993d
     (folder / "config.json").write_text(json.dumps({"config": old}))
     assert run_state(folder, config) == "new"  # no checkpoint yet, but no conflict
     assert run_state(folder, {**config, "frames": 8192}) == "new"

@@ -1,12 +1,22 @@
-"""Task descriptions, samplers, vocabulary and env construction (real MiniGrid envs)."""
+"""Task descriptions, samplers, vocabulary, seeding and env construction (real MiniGrid envs)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+import metarim.envs
 from metarim.envs import check_level, make_env, make_vec_env
-from metarim.tasks import SAMPLERS, MissionFilter, Task, Vocab, make_sampler
+from metarim.tasks import (
+    MAX_FILTER_TRIES,
+    SAMPLERS,
+    MissionFilter,
+    Task,
+    Vocab,
+    draw_episode,
+    env_seeds,
+    make_sampler,
+)
 
 GOTO = "BabyAI-GoToLocal-v0"
 
@@ -87,6 +97,58 @@ def test_vocab():
     assert w.words == v.words
     w.frozen = True
     assert w.encode("unicorn")[0] == Vocab.UNK
+
+
+def test_env_seeds_are_seed_sequence_children():
+    # pinned values: every run, checkpoint and result of the project was seeded with them
+    assert env_seeds(0, 3) == [3757552657, 673228719, 3241444873]
+    children = np.random.SeedSequence(123).spawn(5)
+    assert env_seeds(123, 5) == [int(c.generate_state(1, dtype=np.uint32)[0]) for c in children]
+    assert env_seeds(123, 2) == env_seeds(123, 5)[:2]
+
+
+def test_draw_episode_redraws_until_the_filter_passes():
+    task = Task(GOTO, seed_start=10, seed_stop=20, mission_filter=MissionFilter(("red",), None))
+    mission = {s: "go to the red ball" if s in (13, 17) else "go to the blue key" for s in range(10, 20)}
+    rng, ref = np.random.default_rng(4), np.random.default_rng(4)
+    for _ in range(5):
+        tried: list[int] = []
+
+        def make(s: int, tried: list[int] = tried) -> str:
+            tried.append(s)
+            return mission[s]
+
+        seed, episode = draw_episode(task, rng, make, mission=str)
+        # the reference: one uniform draw per try, the last one accepted
+        expected = [int(ref.integers(10, 20)) for _ in tried]
+        assert tried == expected and seed == tried[-1] in (13, 17) and episode == mission[seed]
+        assert all(s not in (13, 17) for s in tried[:-1])
+    open_task = Task(GOTO, seed_start=10, seed_stop=20)
+    seed, _ = draw_episode(open_task, rng, mission.get, mission=str)
+    assert seed == int(ref.integers(10, 20))  # no filter: the first draw
+    never = Task(GOTO, mission_filter=MissionFilter(("purple",), None))
+    calls = []
+    with pytest.raises(RuntimeError, match=f"no mission of {GOTO} passed .* in {MAX_FILTER_TRIES} tries"):
+        draw_episode(never, rng, calls.append, mission=lambda _: "go to the red ball")
+    assert len(calls) == MAX_FILTER_TRIES
+
+
+def test_env_backend_registry(monkeypatch):
+    monkeypatch.setattr(metarim.envs, "ENV_BACKENDS", dict(metarim.envs.ENV_BACKENDS))
+    calls = []
+
+    @metarim.envs.register_env_backend("fake")
+    def fake(task, num_envs, **kwargs):
+        calls.append((task, num_envs, kwargs))
+        return "envs"
+
+    vocab = Vocab()
+    assert make_vec_env(Task(GOTO), 2, seed=3, vocab=vocab, backend="fake") == "envs"
+    assert calls == [(Task(GOTO), 2, {"seed": 3, "vocab": vocab, "asynchronous": False, "worker": False})]
+    with pytest.raises(ValueError, match="env backend 'fake' is already registered"):
+        metarim.envs.register_env_backend("fake")(fake)
+    with pytest.raises(ValueError, match="^backend='nope' must be one of 'fake', 'minigrid', 'tensor'$"):
+        make_vec_env(Task(GOTO), 2, seed=3, vocab=vocab, backend="nope")
 
 
 def test_env_seed_range_filter_and_silence(capsys):

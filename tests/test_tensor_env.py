@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from metarim.envs import make_env, make_vec_env
-from metarim.envs.tensor import SUPPORTED_LEVELS, TensorGoToVecEnv, make_tensor_vec_env
+from metarim.envs.tensor import GOTO_LEVELS, TensorGoToVecEnv, make_tensor_vec_env
 from metarim.envs.tensor.codes import EMPTY
 from metarim.tasks import MissionFilter, Task, Vocab
 
@@ -64,8 +64,8 @@ def compare(tasks, num_envs: int, steps: int, *, seed: int, action_seed: int, mo
         ref.close()
 
 
-@pytest.mark.parametrize("level", SUPPORTED_LEVELS)
-def test_equal_to_minigrid_every_level(level):
+@pytest.mark.parametrize("level", GOTO_LEVELS)
+def test_equal_to_minigrid_every_goto_level(level):
     ev = compare(Task(level), 4, 100, seed=11, action_seed=5)
     ev2 = compare(Task(level), 4, 120, seed=12, action_seed=6, mode="seeker")
     assert ev["success"] + ev2["success"] > 0 and ev["truncated"] + ev2["truncated"] > 0, (ev, ev2)
@@ -110,7 +110,7 @@ def test_layouts_equal_untouched_minigrid_resets(level):
     import gymnasium as gym
 
     from metarim.envs.tensor import LayoutGenerator
-    from metarim.envs.tensor.codes import ENCODING
+    from metarim.envs.tensor.codes import CODE_MASK, ENCODING
     from metarim.envs.tensor.layouts import PAD
 
     gen = LayoutGenerator(level)
@@ -120,7 +120,7 @@ def test_layouts_equal_untouched_minigrid_resets(level):
         with contextlib.redirect_stdout(io.StringIO()):
             env.reset(seed=seed)
         lay = gen.generate(seed)
-        grid = ENCODING[lay.grid.reshape(w + 2 * PAD, h + 2 * PAD)[PAD:-PAD, PAD:-PAD]]
+        grid = ENCODING[lay.grid.reshape(w + 2 * PAD, h + 2 * PAD)[PAD:-PAD, PAD:-PAD] & CODE_MASK]
         np.testing.assert_array_equal(grid, env.grid.encode(), err_msg=f"seed {seed}")
         assert (lay.mission, lay.dir, lay.max_steps) == (env.mission, env.agent_dir, env.max_steps)
         assert lay.pos == gen.flat(*env.agent_pos)
@@ -156,14 +156,14 @@ def test_state_round_trip_and_interchange_with_task_env(workers):
     rng = np.random.default_rng(0)
     for _ in range(23):
         ten.step(rng.integers(0, 7, 2))
-    state = ten.envs[1].get_state()
+    state = ten.get_env_state(1)
     assert len(state["actions"]) == int(ten.state.steps[1])
     env = make_env(task, vocab, seed=0)
     obs = env.set_state(state)
     np.testing.assert_array_equal(ten._obs()["image"][1], obs["image"])
     other = TensorGoToVecEnv(task, 2, seed=99, vocab=vocab, numpy=True, workers=workers)
     other.reset()
-    other.envs[0].set_state(env.get_state())
+    other.set_env_state(0, env.get_state())
     np.testing.assert_array_equal(other._obs()["image"][0], obs["image"])
     for _ in range(200):  # the streams continue identically, episodes after this one included
         a = int(rng.integers(0, 7))
@@ -262,7 +262,7 @@ def test_torch_outputs_and_input_validation():
         ten.step(torch.tensor([0, 7, 1]))
 
 
-@pytest.mark.parametrize("level", ["BabyAI-GoTo-v0", "MiniGrid-Empty-5x5-v0", "BabyAI-Pickup-v0"])
+@pytest.mark.parametrize("level", ["BabyAI-GoTo-v0", "MiniGrid-Unlock-v0", "BabyAI-Pickup-v0"])
 def test_unsupported_level_is_a_one_line_error(level):
     with pytest.raises(ValueError) as err:
         TensorGoToVecEnv(Task(level), 2, seed=0, vocab=Vocab())
@@ -272,12 +272,44 @@ def test_unsupported_level_is_a_one_line_error(level):
 
 
 def test_unknown_backend():
-    with pytest.raises(ValueError, match="backend"):
+    with pytest.raises(ValueError) as err:
         make_vec_env(Task("BabyAI-GoToObj-v0"), 2, seed=0, vocab=Vocab(), backend="jax")
+    assert str(err.value) == "backend='jax' must be one of 'minigrid', 'tensor'"
+
+
+def test_states_interchange_between_backends_through_the_protocol():
+    """get_states/set_states of every backend carry the same plain data (the checkpoint's
+    ``"envs"`` list): minigrid's states restore the tensor env, and back."""
+    from metarim.envs import CheckpointableVecEnv
+
+    vocab, task = Vocab(), Task("BabyAI-GoToLocalS6N2-v0")
+    ref = make_vec_env(task, 3, seed=5, vocab=vocab)
+    ten = make_vec_env(task, 3, seed=77, vocab=vocab, backend="tensor")
+    assert isinstance(ref, CheckpointableVecEnv) and isinstance(ten, CheckpointableVecEnv)
+    ref.reset()
+    ten.reset()
+    rng = np.random.default_rng(1)
+    for _ in range(17):
+        ref.step(rng.integers(0, 7, 3))
+    states = ref.get_states()
+    assert states == [e.get_state() for e in ref.envs]  # TaskEnv's data, unchanged
+    ten.set_states(states)
+    assert ten.get_states() == states
+    for _ in range(60):
+        a = rng.integers(0, 7, 3)
+        o_ref, r_ref, *_ = ref.step(a)
+        o_ten, r_ten, *_ = ten.step(a)
+        for k in o_ref:
+            np.testing.assert_array_equal(o_ten[k], o_ref[k])
+        np.testing.assert_array_equal(r_ten, r_ref)
+    with pytest.raises(ValueError, match="got 2 env states for 3 envs"):
+        ten.set_states(states[:2])
+    with pytest.raises(ValueError, match="got 2 env states for 3 envs"):
+        ref.set_states(states[:2])
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("level", SUPPORTED_LEVELS)
+@pytest.mark.parametrize("level", GOTO_LEVELS)
 def test_equal_to_minigrid_exhaustive(level):
     """Many seeds, long random sequences of both kinds, per level (a few minutes)."""
     ended = 0

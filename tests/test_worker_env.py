@@ -1,11 +1,14 @@
 """The env worker (WorkerVecEnv) and the collector's pipelined loop against the in-process
 vector env: same episodes, same rollouts, same checkpoints."""
 
+import os
+import signal
+
 import numpy as np
 import pytest
 import torch
 
-from metarim.envs import make_vec_env
+from metarim.envs import MinigridVecEnv, PipelinedVecEnv, WorkerVecEnv, _ipc, make_vec_env
 from metarim.rl.policy import ActorCritic
 from metarim.rl.rollout import RolloutCollector
 from metarim.tasks import Task, Vocab
@@ -52,6 +55,7 @@ def test_pipelined_rollouts_match_the_in_process_env(memory):
         out[worker] = ([collector.collect() for _ in range(3)], dict(vocab.words))
         if worker:
             assert [(s.start, s.stop) for s in envs.slices] == [(0, 2), (2, 5)]
+            assert isinstance(envs, PipelinedVecEnv) and collector.piped
             envs.close()
     (plain, words), (piped, piped_words) = out[False], out[True]
     assert piped_words == words and len(words) > 5
@@ -59,6 +63,36 @@ def test_pipelined_rollouts_match_the_in_process_env(memory):
     assert plain[0].masks is not None if memory == "rim" else plain[0].masks is None
     for a, b in zip(plain, piped):
         _same(a, b)
+
+
+def _echo(rfd: int, wfd: int) -> None:
+    """A worker for the IPC test: answers each message with (its pid, the message)."""
+    while True:
+        try:
+            msg = _ipc.recv(rfd)
+        except EOFError:
+            return
+        _ipc.send(wfd, (os.getpid(), msg))
+
+
+def test_ipc_worker_pool_round_trip_ignores_ctrl_c_and_stops_on_close():
+    pool = _ipc.WorkerPool(_echo, 2)
+    big = np.arange(300_000)  # larger than a pipe buffer: written and read in pieces
+    for (rfd, wfd), proc in zip(pool.conns, pool.procs):
+        assert not _ipc.ready(rfd)
+        _ipc.send(wfd, ("hello", big))
+        pid, (word, arr) = _ipc.recv(rfd)
+        assert pid == proc.pid and word == "hello"
+        np.testing.assert_array_equal(arr, big)
+    proc = pool.procs[0]
+    proc.send_signal(signal.SIGINT)  # Ctrl-C: the parent decides when its workers stop
+    _ipc.send(pool.conns[0][1], "still there")
+    assert _ipc.recv(pool.conns[0][0]) == (proc.pid, "still there")
+    pool.close()
+    assert [p.returncode for p in pool.procs] == [0, 0]
+    pool.close()  # a second close does nothing
+    with pytest.raises(ValueError, match="count=0 must be >= 1"):
+        _ipc.WorkerPool(_echo, 0)
 
 
 def test_worker_step_matches_sync_env_step():
@@ -125,15 +159,13 @@ def test_ppo_with_env_worker_trains_and_resumes(tmp_path):
     again.close()
     with pytest.raises(ValueError, match="env_worker=True needs env_backend='minigrid'"):
         TrainConfig(env="BabyAI-GoToLocal-v0", env_backend="tensor", env_worker=True)
-    with pytest.raises(ValueError, match="env_worker=True needs"):
-        TrainConfig(algo="maml", env_worker=True)
+    with pytest.raises(ValueError, match="env_worker=True needs a learner with one vector env"):
+        make_learner(TrainConfig(algo="maml", env_worker=True))  # MAML.check_config, before any env
 
 
 def test_worker_bad_input():
     with pytest.raises(ValueError, match="slices=3 must be between 1 and num_envs=2"):
-        from metarim.envs.worker import WorkerVecEnv
-
-        WorkerVecEnv([TASK] * 2, [0, 1], Vocab(), slices=3)
+        WorkerVecEnv([TASK] * 2, [0, 1], Vocab(), make=MinigridVecEnv, slices=3)
     with pytest.raises(ValueError, match="worker=True needs backend='minigrid'"):
         make_vec_env(Task("BabyAI-GoToLocal-v0"), 2, seed=0, vocab=Vocab(), worker=True, backend="tensor")
     envs = make_vec_env(TASK, 2, seed=0, vocab=Vocab(), worker=True)

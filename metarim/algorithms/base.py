@@ -1,4 +1,4 @@
-"""The learner interface and its registry.
+"""The learner interface, its registry and the plumbing every learner shares.
 
 Every learner is built from a :class:`~metarim.config.TrainConfig` and exposes
 
@@ -10,22 +10,38 @@ Every learner is built from a :class:`~metarim.config.TrainConfig` and exposes
 * ``policy`` (an :class:`~metarim.rl.ActorCritic`), ``vocab`` and ``frames``;
 * ``close()``.
 
-The CLI talks to nothing else, so ``@register_learner("maml")`` is all a new learner
-needs.
+and declares its facts as class attributes: the rule that adapts it to a new task in
+evaluation (:attr:`Learner.adaptation_rule`), its default inner step size
+(:attr:`Learner.default_inner_lr`), which switches it supports
+(:attr:`Learner.supports_env_worker`, :attr:`Learner.supports_compile`,
+:attr:`Learner.supports_learnable_lr`) and its own config checks
+(:meth:`Learner.check_config`). The CLI, the sweep and the evaluation read these, so
+``@register_learner("name")`` is all a new learner needs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Protocol
 
 import torch
+from torch import Tensor
 
 from metarim.config import TrainConfig
 from metarim.rl.policy import ActorCritic
 from metarim.tasks.vocab import Vocab
 
-__all__ = ["LEARNERS", "Learner", "adam", "build_policy", "make_learner", "register_learner"]
+__all__ = [
+    "LEARNERS",
+    "Learner",
+    "Stateful",
+    "adam",
+    "build_policy",
+    "learner_class",
+    "make_learner",
+    "prepare_config",
+    "register_learner",
+]
 
 LEARNERS: dict[str, type[Learner]] = {}
 
@@ -43,11 +59,44 @@ def register_learner(name: str) -> Callable[[type[Learner]], type[Learner]]:
     return deco
 
 
+def learner_class(name: str) -> type[Learner]:
+    """The learner registered as ``name``.
+
+    Raises:
+        ValueError: no learner has that name.
+    """
+    if name not in LEARNERS:
+        raise ValueError(f"unknown algo {name!r}; choose one of {sorted(LEARNERS)}")
+    return LEARNERS[name]
+
+
+def prepare_config(config: TrainConfig) -> TrainConfig:
+    """Completes and checks ``config`` for its learner; returns the same object.
+
+    ``inner_lr=None`` becomes the learner's :attr:`~Learner.default_inner_lr` (in place,
+    so that the ``config.json`` written from this object holds the value the run used),
+    then :meth:`Learner.check_config` runs. Every place that builds a run config calls
+    it: :class:`Learner` itself, the CLI and the sweep.
+
+    Raises:
+        ValueError: an unknown ``algo``, or a setting the learner does not support.
+
+    Example:
+        >>> prepare_config(TrainConfig(algo="metarim", memory="rim")).inner_lr
+        10.0
+        >>> prepare_config(TrainConfig(algo="maml", inner_lr=0.3)).inner_lr
+        0.3
+    """
+    cls = learner_class(config.algo)
+    if config.inner_lr is None:
+        config.inner_lr = cls.default_inner_lr
+    cls.check_config(config)
+    return config
+
+
 def make_learner(config: TrainConfig) -> Learner:
-    """Builds the learner named by ``config.algo``."""
-    if config.algo not in LEARNERS:
-        raise ValueError(f"unknown algo {config.algo!r}; choose one of {sorted(LEARNERS)}")
-    return LEARNERS[config.algo](config)
+    """Builds the learner named by ``config.algo`` (after :func:`prepare_config`)."""
+    return learner_class(config.algo)(config)
 
 
 def build_policy(config: TrainConfig, num_actions: int, vocab: Vocab) -> ActorCritic:
@@ -78,24 +127,110 @@ def adam(params: Any, lr: float) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=lr, eps=1e-5, foreach=True)
 
 
-class Learner:
-    """Base class: holds the config, a policy, a vocabulary and a frame counter."""
+class Stateful(Protocol):
+    """Anything a learner checkpoints through :attr:`Learner.stateful`."""
 
-    name = "base"
+    def state_dict(self) -> Any: ...
+
+    def load_state_dict(self, state: Any, /) -> Any: ...
+
+
+def _names(flag: str) -> str:
+    """The registered learners whose class attribute ``flag`` is true, for messages."""
+    return ", ".join(sorted(n for n, c in LEARNERS.items() if getattr(c, flag)))
+
+
+class Learner:
+    """Base class: holds the config, a policy, a vocabulary, counters and the pieces
+    of state listed in :attr:`stateful`.
+
+    Subclasses set the class attributes below, build :attr:`policy` and fill
+    :attr:`stateful` in ``__init__``, and implement :meth:`step`.
+
+    Args:
+        config: the run configuration; completed and checked by :func:`prepare_config`.
+    """
+
+    name: ClassVar[str] = "base"
+    """Registry name (set by :func:`register_learner`)."""
+    adaptation_rule: ClassVar[str] = "adam"
+    """How evaluation adapts a trained policy to a new task
+    (:class:`~metarim.evaluation.adaptation.Adapter`): ``"masked_sgd"``, ``"sgd"`` or
+    ``"adam"``."""
+    default_inner_lr: ClassVar[float] = 0.1
+    """``inner_lr`` when the config leaves it ``None``: a step on every parameter."""
+    supports_env_worker: ClassVar[bool] = False
+    """Whether ``env_worker=True`` works (the learner has one vector env)."""
+    supports_compile: ClassVar[bool] = False
+    """Whether ``compile=True`` works (the acting policy is a plain module)."""
+    supports_learnable_lr: ClassVar[bool] = False
+    """Whether ``learnable_lr=True`` (Meta-SGD inner rates) means anything."""
 
     def __init__(self, config: TrainConfig) -> None:
-        self.config = config
+        self.config = prepare_config(config)
         self.frames = 0
         self.updates = 0
         self.vocab = Vocab()
         self.policy: ActorCritic
+        self.stateful: dict[str, Stateful] = {}
+        """Checkpointed pieces by checkpoint key (``"optimizer"``, ``"collector"``,
+        ``"recent"``, ...): :meth:`state_dict` and :meth:`load_state_dict` go through them
+        in order."""
+
+    @classmethod
+    def check_config(cls, config: TrainConfig) -> None:
+        """Raises ``ValueError`` naming the first setting of ``config`` this learner does
+        not support. Subclasses add their own checks and call this one."""
+        if config.env_worker and not cls.supports_env_worker:
+            raise ValueError(f"env_worker=True needs a learner with one vector env ({_names('supports_env_worker')}), "
+                             f"not {cls.name!r}")
+        if config.compile and not cls.supports_compile:
+            raise ValueError(f"compile=True supports {_names('supports_compile')}, not {cls.name!r}; "
+                             "drop --compile")
+        if config.learnable_lr and not cls.supports_learnable_lr:
+            raise ValueError(f"learnable_lr=True is Meta-RIM's (Meta-SGD on its masked step), not {cls.name!r}")
+
+    @classmethod
+    def adaptation_rates(cls, state: Mapping[str, Any]) -> Mapping[str, Tensor] | None:
+        """Per-element inner rates by fast parameter name that a checkpoint ``state``
+        holds for evaluation's adaptation, or ``None``: adapt at ``inner_lr``."""
+        return None
 
     def step(self, tasks: Any = None) -> dict[str, float]:  # pragma: no cover - abstract
         """One unit of training; returns metrics including ``"frames"``."""
         raise NotImplementedError
 
+    def clip_and_step(self, optimizer: torch.optim.Optimizer) -> Tensor:
+        """Clips the policy's accumulated gradients to norm ``max_grad_norm`` and steps
+        ``optimizer``; returns the norm before clipping (detached).
+
+        Raises:
+            FloatingPointError: the norm is not finite (nothing is stepped).
+        """
+        norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.config.max_grad_norm,
+                                              foreach=True)
+        if not torch.isfinite(norm):
+            raise FloatingPointError(f"non-finite gradient norm at update {self.updates}")
+        optimizer.step()
+        return norm.detach()
+
+    def optimizer_step(self, loss: Tensor, optimizer: torch.optim.Optimizer) -> Tensor:
+        """Non-finite guard, ``zero_grad``, backward, clip, step (:meth:`clip_and_step`);
+        returns the gradient norm before clipping.
+
+        Raises:
+            FloatingPointError: ``loss`` or the gradient norm is not finite; the
+                parameters are then unchanged.
+        """
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss ({loss.item()}) at update {self.updates}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        return self.clip_and_step(optimizer)
+
     def state_dict(self) -> dict[str, Any]:
-        """Base state: algorithm name, counters, policy weights, vocabulary, RNG."""
+        """Algorithm name, counters, policy weights, vocabulary, torch RNG, then each
+        entry of :attr:`stateful` under its key."""
         return {
             "algo": self.name,
             "memory": self.config.memory,
@@ -105,6 +240,7 @@ class Learner:
             "policy": self.policy.state_dict(),
             "vocab": self.vocab.to_dict(),
             "torch_rng": torch.get_rng_state(),
+            **{key: part.state_dict() for key, part in self.stateful.items()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -116,11 +252,10 @@ class Learner:
             )
         self.frames, self.updates = int(state["frames"]), int(state["updates"])
         self.policy.load_state_dict(state["policy"])
-        vocab = Vocab.from_dict(state["vocab"])
-        self.vocab.words.clear()
-        self.vocab.words.update(vocab.words)
-        self.vocab._cache.clear()
+        self.vocab.replace_with(Vocab.from_dict(state["vocab"]))
         torch.set_rng_state(state["torch_rng"])
+        for key, part in self.stateful.items():
+            part.load_state_dict(state[key])
 
     def close(self) -> None:
         """Releases envs and other resources."""

@@ -15,7 +15,7 @@ For a meta-batch of tasks :math:`\tau_1..\tau_m` drawn from the training task sa
 where :math:`D_{j,s}` is a fresh rollout of ``num_steps × num_envs`` frames of task
 :math:`\tau_j` collected by :math:`\theta'_{j,s}`, :math:`D'_j` one collected by the
 adapted :math:`\theta'_{j,S}`, and :math:`L` the A2C loss
-(:func:`~metarim.algorithms.meta_common.rollout_a2c_loss`). The meta-gradient goes
+(:func:`~metarim.algorithms.objectives.rollout_loss`). The meta-gradient goes
 through the :math:`S` = ``inner_steps`` inner steps (second order) unless
 ``first_order=True``. As in most MAML-RL code, the dependence of the sampling
 distribution on :math:`\theta` (the DiCE term) is left out.
@@ -29,79 +29,21 @@ References:
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import torch
 
-from metarim.algorithms.base import Learner, adam, build_policy, register_learner
-from metarim.algorithms.meta_common import (
-    EpisodeWindow,
-    make_task_samplers,
-    quiet_nonleaf_grad,
-    rollout_a2c_loss,
-)
+from metarim.algorithms.base import adam, register_learner
+from metarim.algorithms.objectives import rollout_loss
+from metarim.algorithms.task_learner import TaskLearner
 from metarim.config import TrainConfig
-from metarim.envs.minigrid import make_env, make_vec_env
-from metarim.rl.rollout import RolloutCollector
+from metarim.meta.backends import quiet_nonleaf_grad
 from metarim.tasks.task import Task
-from metarim.tasks.vocab import Vocab
 
-__all__ = ["MAML", "TaskCollectors", "num_actions", "setup_task_learner"]
-
-
-def num_actions(task: Task, vocab: Vocab) -> int:
-    """Size of ``task``'s discrete action space (builds and closes one env)."""
-    env = make_env(task, vocab, 0)
-    n = int(env.action_space.n)
-    env.close()
-    return n
-
-
-def setup_task_learner(learner: Learner, config: TrainConfig) -> None:
-    """The state every task-based meta-learner (MAML, Reptile) starts from: seeded torch,
-    train/held-out task samplers, the policy and one rollout collector per task."""
-    torch.manual_seed(config.seed)
-    learner.train_tasks, learner.held_out_tasks = make_task_samplers(config)
-    n = num_actions(learner.train_tasks.tasks[0], learner.vocab)
-    learner.policy = build_policy(config, n, learner.vocab)
-    learner.tasks = TaskCollectors(config, learner)
-
-
-class TaskCollectors:
-    """One :class:`RolloutCollector` (and vector env) per task, built on first use.
-
-    Envs keep running between uses, like PPO's, so each task's episodes continue where
-    they stopped; the policy of a collection is passed at :meth:`collect` time.
-    """
-
-    def __init__(self, config: TrainConfig, learner: Learner) -> None:
-        self.config, self.learner = config, learner
-        self.collectors: dict[Task, RolloutCollector] = {}
-
-    def get(self, task: Task) -> RolloutCollector:
-        """The collector of ``task``."""
-        if task not in self.collectors:
-            c = self.config
-            seed = c.seed + 7919 * (len(self.collectors) + 1)
-            envs = make_vec_env(task, c.num_envs, seed=seed, vocab=self.learner.vocab,
-                                backend=c.env_backend)
-            self.collectors[task] = RolloutCollector(envs, self.learner.policy, c.num_steps)
-        return self.collectors[task]
-
-    def collect(self, task: Task, policy: torch.nn.Module) -> Any:
-        """A rollout of ``task`` by ``policy``."""
-        col = self.get(task)
-        col.policy = policy
-        return col.collect()
-
-    def close(self) -> None:
-        """Closes every env."""
-        for col in self.collectors.values():
-            col.envs.close()
+__all__ = ["MAML"]
 
 
 @register_learner("maml")
-class MAML(Learner):
+class MAML(TaskLearner):
     """MAML learner (see the module docstring for the update).
 
     Args:
@@ -109,15 +51,16 @@ class MAML(Learner):
             ``first_order``, ``num_envs``, ``num_steps``, ``task_sampler``, ``lr``.
     """
 
+    adaptation_rule = "sgd"
+
     def __init__(self, config: TrainConfig) -> None:
         import learn2learn as l2l
 
         super().__init__(config)
-        setup_task_learner(self, config)
-        self.maml = l2l.algorithms.MAML(self.policy, lr=config.inner_lr,
-                                        first_order=config.first_order, allow_unused=True)
-        self.optimizer = adam(self.policy.parameters(), config.lr)
-        self.recent = EpisodeWindow()
+        c = self.config
+        self.maml = l2l.algorithms.MAML(self.policy, lr=c.inner_lr, first_order=c.first_order, allow_unused=True)
+        self.optimizer = adam(self.policy.parameters(), c.lr)
+        self.stateful = {"optimizer": self.optimizer, **self.stateful}
 
     def step(self, tasks: list[Task] | None = None) -> dict[str, float]:
         """One meta-update over ``tasks`` (default: ``meta_batch`` sampled training tasks)."""
@@ -133,23 +76,20 @@ class MAML(Learner):
         for task in tasks:
             learner = self.maml.clone()
             for _ in range(c.inner_steps):
-                rollout = self.tasks.collect(task, learner)
-                loss, _, _ = rollout_a2c_loss(learner, rollout, c)
+                rollout = self.collectors.collect(task, learner)
+                loss, _, _ = rollout_loss(learner, rollout, c)
                 learner.adapt(loss)
                 frames += rollout.num_frames
                 inner.append(loss.item())
-            rollout = self.tasks.collect(task, learner)
+            rollout = self.collectors.collect(task, learner)
             frames += rollout.num_frames
             self.recent.extend(rollout.episodes)
-            loss, _, _ = rollout_a2c_loss(learner, rollout, c)
+            loss, _, _ = rollout_loss(learner, rollout, c)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite loss ({loss.item()}) at update {self.updates}")
-            (loss / len(tasks)).backward()
+            (loss / len(tasks)).backward()  # one backward per task: its graph is freed
             outer.append(loss.item())
-        norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), c.max_grad_norm)
-        if not torch.isfinite(norm):
-            raise FloatingPointError(f"non-finite gradient norm at update {self.updates}")
-        self.optimizer.step()
+        norm = self.clip_and_step(self.optimizer)
         self.frames += frames
         self.updates += 1
         return {
@@ -160,19 +100,3 @@ class MAML(Learner):
             "losses/grad_norm": float(norm),
             "time/fps": frames / (time.perf_counter() - t0),
         }
-
-    def state_dict(self) -> dict[str, Any]:
-        """Policy, optimiser, task-sampler RNG and episode window (envs restart on load)."""
-        return {**super().state_dict(), "optimizer": self.optimizer.state_dict(),
-                "sampler": self.train_tasks.state_dict(), "recent": self.recent.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Inverse of :meth:`state_dict`."""
-        super().load_state_dict(state)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.train_tasks.load_state_dict(state["sampler"])
-        self.recent.load_state_dict(state["recent"])
-
-    def close(self) -> None:
-        """Closes the envs."""
-        self.tasks.close()

@@ -22,9 +22,9 @@ the chunks before it; ``"adapted"`` is the MAML split, the mean over
 :math:`i = 1, \dots, C-1` only, with which Meta-RIM stalls at ~0.6 success on
 GoToLocalS6N2 in ``docs/results.md``), where
 :math:`L_i` is the clipped PPO surrogate of chunk :math:`i` (with value and
-entropy terms, see :func:`~metarim.algorithms.meta_common.rollout_a2c_loss` with
+entropy terms, see :func:`~metarim.algorithms.objectives.rollout_loss` with
 ``kind="ppo"``) with GAE advantages computed over the whole ``num_steps`` sequence
-(:func:`~metarim.algorithms.meta_common.sequence_targets`: only the last chunk
+(:func:`~metarim.algorithms.objectives.sequence_targets`: only the last chunk
 bootstraps), chunk :math:`i` is *collected* by :math:`(\theta_i, \phi)`, and the
 gradient flows through every inner step (second order; ``first_order=True`` treats each
 :math:`\nabla_{\theta_i} L_i` as a constant). The chunks are collected once (a
@@ -64,23 +64,19 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from metarim.algorithms.base import Learner, adam, build_policy, register_learner
-from metarim.algorithms.meta_common import (
-    EpisodeWindow,
-    make_task_samplers,
-    parameter_values,
-    quiet_nonleaf_grad,
-    rollout_a2c_loss,
-    select_columns,
-    sequence_targets,
-)
+from metarim.algorithms.common import EpisodeWindow, make_task_samplers, parameter_values
+from metarim.algorithms.objectives import rollout_loss, select_columns, sequence_targets
 from metarim.config import TrainConfig
-from metarim.envs.minigrid import make_vec_env
-from metarim.meta.maml import MaskedMAML, masked_sgd
+from metarim.envs import make_vec_env
+from metarim.meta.backends import quiet_nonleaf_grad
+from metarim.meta.functional import adapt_in_place
+from metarim.meta.maml import MaskedMAML
 from metarim.meta.partition import reduce_activity
 from metarim.rl.rollout import Rollout, RolloutCollector
 
@@ -101,10 +97,35 @@ class MetaRIM(Learner):
         train_tasks, held_out_tasks: the task split (one training task per env column).
     """
 
-    def __init__(self, config: TrainConfig) -> None:
-        super().__init__(config)
+    adaptation_rule = "masked_sgd"
+    default_inner_lr = 10.0
+    """A masked step on the module weights only: their gradients are ~100x smaller than a
+    whole policy's, and at 0.1 the step changes nothing measurable
+    (``benchmarks/inner_lr.py``, docs/meta_learners.md)."""
+    supports_env_worker = True
+    supports_compile = True
+    supports_learnable_lr = True
+
+    @classmethod
+    def check_config(cls, config: TrainConfig) -> None:
+        """Also: a RIM memory (the masked step adapts its modules) and at least two chunks
+        of ``chunk_length`` in ``num_steps`` (one inner, one outer)."""
+        super().check_config(config)
         if config.memory != "rim":
-            raise ValueError(f"metarim needs memory='rim', got {config.memory!r}")
+            raise ValueError(f"algo='metarim' needs memory='rim', got {config.memory!r}")
+        if config.num_steps % config.chunk_length or config.num_steps // config.chunk_length < 2:
+            raise ValueError(
+                f"chunk_length={config.chunk_length} must divide num_steps={config.num_steps} "
+                "into at least 2 chunks (one inner, one outer)"
+            )
+
+    @classmethod
+    def adaptation_rates(cls, state: Mapping[str, Any]) -> Mapping[str, torch.Tensor] | None:
+        """The learned Meta-SGD rates of a ``learnable_lr`` run (``state["inner_lrs"]``)."""
+        return state.get("inner_lrs")
+
+    def __init__(self, config: TrainConfig) -> None:
+        super().__init__(config)  # config is now complete (prepare_config, in place)
         torch.manual_seed(config.seed)
         self.train_tasks, self.held_out_tasks = make_task_samplers(config)
         tasks = [self.train_tasks.tasks[b % len(self.train_tasks.tasks)] for b in range(config.num_envs)]
@@ -132,6 +153,7 @@ class MetaRIM(Learner):
         self.collector = RolloutCollector(self.envs, self.actor, config.chunk_length,
                                           reset_memory=config.reset_memory)
         self.recent = EpisodeWindow()
+        self.stateful = {"optimizer": self.optimizer, "collector": self.collector, "recent": self.recent}
 
     def step(self, tasks: Any = None) -> dict[str, float]:
         """One meta-update on ``num_chunks`` consecutive chunks of every env's sequence."""
@@ -166,12 +188,7 @@ class MetaRIM(Learner):
                 loss, inn, act, parts = self._meta_loss(part, [(a[:, cols], r[:, cols]) for a, r in targets])
                 for k in diag:
                     diag[k].append(float(parts[k]))
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), c.max_grad_norm)
-                if not torch.isfinite(norm):
-                    raise FloatingPointError(f"non-finite gradient norm at update {self.updates}")
-                self.optimizer.step()
+                norm = self.optimizer_step(loss, self.optimizer)
                 inner += inn
                 active += act
                 outer.append(loss.item())
@@ -217,8 +234,8 @@ class MetaRIM(Learner):
         learner = self.meta.clone()
         outer, inner, active, parts = [], [], [], []
         for i, (chunk, target) in enumerate(zip(chunks, targets)):
-            loss, part, masks = rollout_a2c_loss(learner, chunk, c, reset_memory=c.reset_memory, kind="ppo",
-                                                 targets=target)
+            loss, part, masks = rollout_loss(learner, chunk, c, kind="ppo", reset_memory=c.reset_memory,
+                                             targets=target)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite loss ({loss.item()}) at update {self.updates}")
             if i > 0 or c.outer_chunks == "all":
@@ -244,19 +261,11 @@ class MetaRIM(Learner):
     def _online_step(self, chunk: Rollout) -> None:
         r"""The collection pass's inner step on the actor, in place and first order:
         :math:`\theta_{i+1} = \theta_i - \alpha\, M(a_i) \odot \nabla_{\theta_i} L_i`, with
-        :math:`L_i` the A2C loss of the chunk just collected (``MaskedLearner.adapt``'s step)."""
+        :math:`L_i` the A2C loss of the chunk just collected (``MaskedLearner.adapt``'s step,
+        :func:`~metarim.meta.functional.adapt_in_place`)."""
         c = self.config
-        loss, _, masks = rollout_a2c_loss(self.actor, chunk, c, reset_memory=c.reset_memory)
-        params = dict(self.actor.named_parameters())
-        names = list(self.meta.partition.fast)
-        grads = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
-        ref = params[names[0]]
-        blocks = self.meta.partition.block_masks(reduce_activity(masks), dtype=ref.dtype, device=ref.device)
-        new = masked_sgd({n: params[n].detach() for n in names}, self.inner_rates(),
-                         dict(zip(names, grads)), blocks)
-        with torch.no_grad():
-            for n in names:
-                params[n].copy_(new[n])
+        loss, _, masks = rollout_loss(self.actor, chunk, c, reset_memory=c.reset_memory)
+        adapt_in_place(self.actor, loss, self.inner_rates(), self.meta.partition, masks)
 
     def inner_rates(self) -> float | dict[str, torch.Tensor]:
         """The inner step size: ``inner_lr``, or with ``learnable_lr`` the current
@@ -275,12 +284,10 @@ class MetaRIM(Learner):
             params[name].add_(value - before[name])
 
     def state_dict(self) -> dict[str, Any]:
-        """Policy, optimiser, collector (envs included), episode window, task samplers."""
+        """Policy, optimiser, collector (envs included), episode window and, with
+        ``learnable_lr``, the inner rates (``"inner_lrs"``)."""
         return {
             **super().state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "collector": self.collector.state_dict(),
-            "recent": self.recent.state_dict(),
             **({"inner_lrs": self.inner_rates()} if self.meta.lrs is not None else {}),
         }
 
@@ -290,9 +297,6 @@ class MetaRIM(Learner):
             raise ValueError("checkpoint and config disagree on learnable inner rates (learnable_lr); "
                              "resume with the run's own config")
         super().load_state_dict(state)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.collector.load_state_dict(state["collector"])
-        self.recent.load_state_dict(state["recent"])
         if self.meta.lrs is not None:
             with torch.no_grad():
                 for name, rate in zip(self.meta.partition.fast, self.meta.lrs):

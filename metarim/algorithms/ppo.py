@@ -17,16 +17,16 @@ References:
 from __future__ import annotations
 
 import time
-from collections import deque
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from metarim.algorithms.base import Learner, adam, build_policy, register_learner
+from metarim.algorithms.common import EpisodeWindow
+from metarim.algorithms.objectives import policy_terms
 from metarim.config import TrainConfig
-from metarim.envs.minigrid import make_vec_env
+from metarim.envs import make_vec_env
 from metarim.rl.losses import a2c_loss, gae, ppo_loss
 from metarim.rl.policy import unique_rows
 from metarim.rl.rollout import Rollout, RolloutCollector
@@ -66,6 +66,9 @@ class PPO(Learner):
         config: the run configuration (``num_envs``, ``num_steps``, ``epochs``, ...).
     """
 
+    supports_env_worker = True
+    supports_compile = True
+
     def __init__(self, config: TrainConfig) -> None:
         super().__init__(config)
         torch.manual_seed(config.seed)
@@ -79,7 +82,8 @@ class PPO(Learner):
         # 150k-frame budget docs/results.md states (0.26 success at 150k, measured)
         self.optimizer = adam(self.policy.parameters(), config.lr)
         self.collector = RolloutCollector(self.envs, self.policy, config.num_steps)
-        self.recent: deque[dict[str, float]] = deque(maxlen=100)
+        self.recent = EpisodeWindow()
+        self.stateful = {"optimizer": self.optimizer, "collector": self.collector, "recent": self.recent}
 
     # -- one training step ---------------------------------------------------------
     def step(self, tasks: Any = None) -> dict[str, float]:
@@ -92,14 +96,9 @@ class PPO(Learner):
         self.frames += rollout.num_frames
         self.updates += 1
         self.recent.extend(rollout.episodes)
-        ep = list(self.recent)
-        mean = lambda key: float(np.mean([e[key] for e in ep])) if ep else float("nan")  # noqa: E731
         return {
             "frames": float(self.frames),
-            "rollout/return_mean": mean("return"),
-            "rollout/success_rate": mean("success"),
-            "rollout/length_mean": mean("length"),
-            "rollout/episodes": float(len(rollout.episodes)),
+            **self.recent.metrics(),
             **{f"losses/{k}": v for k, v in losses.items()},
             "time/fps": rollout.num_frames / (t2 - t0),
             "time/collect_s": t1 - t0,
@@ -110,9 +109,7 @@ class PPO(Learner):
         c = self.config
         obs = {k: b[k] for k in ("image", "mission", "image_index", "mission_index") if k in b}
         logits, values, _, _ = self.policy(obs, b["memory"], b["starts"])
-        logp_all = torch.log_softmax(logits, -1)
-        logp = logp_all.gather(-1, b["actions"].unsqueeze(-1)).squeeze(-1)
-        entropy = -(logp_all.exp() * logp_all).sum(-1)
+        logp, entropy = policy_terms(logits, b["actions"])
         adv = b["advantages"]
         if c.norm_adv:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
@@ -145,7 +142,7 @@ class PPO(Learner):
                 b["memory"] = tuple(m[idx] for m in mem0)
                 b["image"], b["mission"] = tables["image"], tables["mission"]
                 loss, parts = self._loss(b)
-                grad_norm = self._apply(loss)
+                grad_norm = self.optimizer_step(loss, self.optimizer)
                 parts["grad_norm"] = grad_norm
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
@@ -156,37 +153,6 @@ class PPO(Learner):
     def epochs(self) -> int:
         """Passes over each rollout."""
         return self.config.epochs
-
-    def _apply(self, loss: Tensor) -> Tensor:
-        """Backward, clip, NaN guard, optimiser step; returns the gradient norm."""
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss ({loss.item()}) at update {self.updates}")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.config.max_grad_norm,
-                                              foreach=True)
-        if not torch.isfinite(norm):
-            raise FloatingPointError(f"non-finite gradient norm at update {self.updates}")
-        self.optimizer.step()
-        return norm.detach()
-
-    # -- state ---------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """Policy, optimiser, RNG, collector (envs included) and episode window."""
-        return {
-            **super().state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "collector": self.collector.state_dict(),
-            "recent": [dict(e) for e in self.recent],
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Inverse of :meth:`state_dict`."""
-        super().load_state_dict(state)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.collector.load_state_dict(state["collector"])
-        self.recent.clear()
-        self.recent.extend(state["recent"])
 
     def close(self) -> None:
         """Closes the envs."""
@@ -217,10 +183,8 @@ class A2C(PPO):
                "mission_index": windows(tables["mission_index"], R)}
         mem0 = tuple(m[::R].reshape(-1, *m.shape[2:]) for m in rollout.memory)
         logits, values, _, _ = self.policy(obs, mem0, windows(rollout.starts, R))
-        logp_all = torch.log_softmax(logits, -1)
-        logp = logp_all.gather(-1, windows(rollout.actions, R).unsqueeze(-1)).squeeze(-1)
-        entropy = -(logp_all.exp() * logp_all).sum(-1)
+        logp, entropy = policy_terms(logits, windows(rollout.actions, R))
         loss, parts = a2c_loss(logp, windows(adv, R), values, windows(ret, R), entropy,
                                value_coef=c.value_coef, entropy_coef=c.entropy_coef)
-        parts["grad_norm"] = self._apply(loss)
+        parts["grad_norm"] = self.optimizer_step(loss, self.optimizer)
         return {k: float(v) for k, v in parts.items()}

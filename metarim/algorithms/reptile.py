@@ -23,19 +23,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import torch
 from torch import Tensor
 
-from metarim.algorithms.base import Learner, adam, register_learner
-from metarim.algorithms.maml import setup_task_learner
-from metarim.algorithms.meta_common import (
-    EpisodeWindow,
-    copy_into,
-    parameter_values,
-    rollout_a2c_loss,
-)
+from metarim.algorithms.base import adam, register_learner
+from metarim.algorithms.common import copy_into, parameter_values
+from metarim.algorithms.objectives import rollout_loss
+from metarim.algorithms.task_learner import TaskLearner
 from metarim.config import TrainConfig
 from metarim.tasks.task import Task
 
@@ -67,7 +62,7 @@ def reptile_update(
 
 
 @register_learner("reptile")
-class Reptile(Learner):
+class Reptile(TaskLearner):
     """Reptile learner (see the module docstring for the update).
 
     Args:
@@ -75,10 +70,10 @@ class Reptile(Learner):
             ``num_envs``, ``num_steps``, ``task_sampler``, ``memory``.
     """
 
+    adaptation_rule = "adam"
+
     def __init__(self, config: TrainConfig) -> None:
         super().__init__(config)
-        setup_task_learner(self, config)
-        self.recent = EpisodeWindow()
         self._frames = 0
         self._losses: list[float] = []
 
@@ -88,16 +83,11 @@ class Reptile(Learner):
         copy_into(self.policy, theta)
         opt = adam(self.policy.parameters(), c.lr)
         for _ in range(c.inner_steps):
-            rollout = self.tasks.collect(task, self.policy)
+            rollout = self.collectors.collect(task, self.policy)
             self._frames += rollout.num_frames
             self.recent.extend(rollout.episodes)
-            loss, _, _ = rollout_a2c_loss(self.policy, rollout, c)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss ({loss.item()}) at update {self.updates}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), c.max_grad_norm)
-            opt.step()
+            loss, _, _ = rollout_loss(self.policy, rollout, c)
+            self.optimizer_step(loss, opt)
             self._losses.append(loss.item())
         return parameter_values(self.policy)
 
@@ -121,18 +111,3 @@ class Reptile(Learner):
             "meta/step_norm": float(shift),
             "time/fps": self._frames / (time.perf_counter() - t0),
         }
-
-    def state_dict(self) -> dict[str, Any]:
-        """Policy, task-sampler RNG and episode window (envs restart on load)."""
-        return {**super().state_dict(), "sampler": self.train_tasks.state_dict(),
-                "recent": self.recent.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Inverse of :meth:`state_dict`."""
-        super().load_state_dict(state)
-        self.train_tasks.load_state_dict(state["sampler"])
-        self.recent.load_state_dict(state["recent"])
-
-    def close(self) -> None:
-        """Closes the envs."""
-        self.tasks.close()

@@ -1,18 +1,21 @@
-"""Environment construction for a :class:`~metarim.tasks.task.Task`.
+"""MiniGrid/BabyAI envs for a :class:`~metarim.tasks.task.Task`.
 
 :func:`make_env` wraps one MiniGrid/BabyAI env so that
 
-* each reset draws its episode seed from the task's seed range with a private,
-  seedable generator (and redraws until the mission passes the task's filter);
+* each reset draws its episode with :func:`~metarim.tasks.seeding.draw_episode`: a seed
+  from the task's seed range with a private, seedable generator, redrawn until the
+  mission passes the task's filter;
 * the mission string becomes a fixed-length array of word ids (:class:`Vocab`), so the
   observation is a ``Dict`` of ``Box`` spaces that gymnasium's vector envs can stack;
 * BabyAI's "Sampling rejected" prints are silenced;
 * its state (generator, episode seed, actions taken in the episode) is plain data, so a
   checkpoint can rebuild the exact mid-episode state by replaying the actions.
 
-:func:`make_vec_env` stacks ``num_envs`` of them in a gymnasium vector env with
-same-step autoreset (the observation returned with ``done`` is the first one of the
-next episode).
+:func:`make_minigrid_vec_env` (the ``"minigrid"`` backend of
+:func:`metarim.envs.make_vec_env`) stacks ``num_envs`` of them in a
+:class:`MinigridVecEnv`, a gymnasium ``SyncVectorEnv`` with same-step autoreset (the
+observation returned with ``done`` is the first one of the next episode) and
+:class:`~metarim.envs.protocols.CheckpointableVecEnv`'s ``get_states``/``set_states``.
 """
 
 from __future__ import annotations
@@ -25,12 +28,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from metarim.envs.worker import WorkerVecEnv
+from metarim.tasks.seeding import draw_episode, env_seeds
 from metarim.tasks.task import Task
 from metarim.tasks.vocab import Vocab
 
-__all__ = ["TaskEnv", "check_level", "make_env", "make_vec_env"]
-
-MAX_FILTER_TRIES = 1000
+__all__ = ["MinigridVecEnv", "TaskEnv", "check_level", "make_env", "make_minigrid_vec_env"]
 
 
 def check_level(level: str) -> None:
@@ -83,14 +86,8 @@ class TaskEnv(gym.Wrapper):
         """Starts an episode with the next seed of the task's range (``seed`` reseeds)."""
         if seed is not None:
             self.rng = np.random.default_rng(seed)
-        mf = self.task.mission_filter
-        for _ in range(MAX_FILTER_TRIES):
-            self.episode_seed = int(self.rng.integers(self.task.seed_start, self.task.seed_stop))
-            obs, info = self._reset_to(self.episode_seed)
-            if mf is None or mf.matches(obs["mission"]):
-                break
-        else:
-            raise RuntimeError(f"no mission of {self.task.level} passed {mf} in {MAX_FILTER_TRIES} tries")
+        self.episode_seed, (obs, info) = draw_episode(
+            self.task, self.rng, self._reset_to, mission=lambda reset: reset[0]["mission"])
         self.actions = []
         self.mission = obs["mission"]
         info = dict(info, episode_seed=self.episode_seed)
@@ -134,60 +131,76 @@ def make_env(
     return TaskEnv(gym.make(task.level, **kwargs), task, vocab, seed)
 
 
-def make_vec_env(
+class MinigridVecEnv(gym.vector.SyncVectorEnv):
+    """A ``SyncVectorEnv`` of :class:`TaskEnv` s with same-step autoreset, checkpointable.
+
+    Args:
+        tasks: one task per env.
+        seeds: one seed per env (:func:`~metarim.tasks.seeding.env_seeds`).
+        vocab: the shared vocabulary.
+    """
+
+    def __init__(self, tasks: list[Task], seeds: list[int], vocab: Vocab) -> None:
+        super().__init__([lambda t=t, s=s: make_env(t, vocab, s) for t, s in zip(tasks, seeds)],
+                         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+    def get_states(self) -> list[dict[str, Any]]:
+        """Each env's :meth:`TaskEnv.get_state`."""
+        return [env.get_state() for env in self.envs]
+
+    def set_states(self, states: list[dict[str, Any]]) -> None:
+        """Restores :meth:`get_states` by replaying each env's episode so far."""
+        if len(states) != self.num_envs:
+            raise ValueError(f"got {len(states)} env states for {self.num_envs} envs")
+        for env, state in zip(self.envs, states):
+            env.set_state(state)
+
+
+def make_minigrid_vec_env(
     task: Task | list[Task],
     num_envs: int,
     *,
     seed: int,
     vocab: Vocab,
     asynchronous: bool = False,
-    backend: str = "minigrid",
     worker: bool = False,
-) -> gym.vector.VectorEnv:
+) -> MinigridVecEnv | WorkerVecEnv | gym.vector.AsyncVectorEnv:
     """Builds a vector env of ``num_envs`` copies of ``task`` (or one env per task).
 
-    Each env gets its own seed from ``numpy.random.SeedSequence(seed).spawn``. The
-    vector env uses same-step autoreset. ``asynchronous=True`` uses subprocesses with
-    ``shared_memory=False``; then the vocabulary must already hold every word.
+    Env ``b`` gets the seed ``env_seeds(seed, num_envs)[b]``
+    (:func:`~metarim.tasks.seeding.env_seeds`). The vector env uses same-step autoreset.
 
     Args:
         task: one task for all envs, or a list of ``num_envs`` tasks.
         num_envs: number of envs, ``>= 1``.
         seed: base seed.
         vocab: the shared vocabulary.
-        asynchronous: use ``AsyncVectorEnv`` instead of ``SyncVectorEnv``.
-        backend: ``"minigrid"`` (gymnasium vector env of minigrid envs) or ``"tensor"``
-            (:func:`metarim.envs.make_tensor_vec_env`: the same episodes, batched in torch;
-            BabyAI GoTo levels only).
-        worker: minigrid envs in a background process, stepped in two slices
+        asynchronous: a gymnasium ``AsyncVectorEnv`` (subprocesses, ``shared_memory=False``;
+            the vocabulary is frozen, so it must already hold every word). It has no
+            ``get_states``, so a collector over it cannot be checkpointed.
+        worker: the envs in a background process, stepped in two slices
             (:class:`~metarim.envs.worker.WorkerVecEnv`: the same episodes; lets
             :class:`~metarim.rl.rollout.RolloutCollector` overlap the policy and the envs).
-    """
-    if worker and backend != "minigrid":
-        raise ValueError(f"make_vec_env: worker=True needs backend='minigrid', not {backend!r}")
-    if backend == "tensor":  # env backend hook (metarim/envs, docs/tensor_env.md)
-        from metarim.envs.tensor.backend import make_tensor_vec_env
 
-        return make_tensor_vec_env(task, num_envs, seed=seed, vocab=vocab, asynchronous=asynchronous)
-    if backend != "minigrid":
-        raise ValueError(f"backend={backend!r} must be 'minigrid' or 'tensor'")
+    Returns:
+        a :class:`MinigridVecEnv`, or the :class:`~metarim.envs.worker.WorkerVecEnv` or
+        ``AsyncVectorEnv`` asked for.
+    """
     if num_envs < 1:
         raise ValueError(f"num_envs={num_envs} must be >= 1")
+    if asynchronous and worker:
+        raise ValueError("make_vec_env: choose asynchronous or worker, not both")
     tasks = [task] * num_envs if isinstance(task, Task) else list(task)
     if len(tasks) != num_envs:
         raise ValueError(f"got {len(tasks)} tasks for {num_envs} envs")
     for t in {t.level for t in tasks}:
         check_level(t)
-    seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(num_envs)]
-    fns = [lambda t=t, s=s: make_env(t, vocab, s) for t, s in zip(tasks, seeds)]
+    seeds = env_seeds(seed, num_envs)
     if worker:
-        if asynchronous:
-            raise ValueError("make_vec_env: choose asynchronous or worker, not both")
-        from metarim.envs.worker import WorkerVecEnv
-
-        return WorkerVecEnv(tasks, seeds, vocab, slices=min(2, num_envs))
-    mode = gym.vector.AutoresetMode.SAME_STEP
+        return WorkerVecEnv(tasks, seeds, vocab, make=MinigridVecEnv, slices=min(2, num_envs))
     if asynchronous:
         vocab.frozen = True
-        return gym.vector.AsyncVectorEnv(fns, shared_memory=False, autoreset_mode=mode)
-    return gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
+        fns = [lambda t=t, s=s: make_env(t, vocab, s) for t, s in zip(tasks, seeds)]
+        return gym.vector.AsyncVectorEnv(fns, shared_memory=False,
+                                         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    return MinigridVecEnv(tasks, seeds, vocab)

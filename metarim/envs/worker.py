@@ -1,4 +1,4 @@
-"""A minigrid vector env stepped in a background process, one slice of envs at a time.
+"""A vector env stepped in a background process, one slice of envs at a time.
 
 With one core stepping envs and the other idle, collection costs ``env + policy`` per
 step. :class:`WorkerVecEnv` keeps the envs in a worker process and splits them into
@@ -6,38 +6,40 @@ slices, so that :class:`~metarim.rl.rollout.RolloutCollector` can run the policy
 slice while the worker steps the other: collection then costs about ``max(env,
 2 × policy on half the envs)`` (docs/benchmarks.md measures it).
 
-The envs are the ones :func:`~metarim.envs.minigrid.make_vec_env` builds (same tasks, same
-per-env seeds, same-step autoreset), each slice a ``SyncVectorEnv``; envs are
-independent, so stepping them slice by slice gives exactly the episodes of the
-in-process vector env. :meth:`WorkerVecEnv.step` steps every slice and waits, so the
-class is also a drop-in vector env (that is how the env-only rate is measured).
+Each slice is a vector env built in the worker by ``make(tasks, seeds, vocab)``
+(``make_vec_env(..., worker=True)`` passes :class:`~metarim.envs.minigrid.MinigridVecEnv`,
+with the tasks and per-env seeds of the in-process env); envs are independent, so
+stepping them slice by slice gives exactly the episodes of the in-process vector env.
+:meth:`WorkerVecEnv.step` steps every slice and waits, so the class is also a drop-in
+vector env (that is how the env-only rate is measured).
 
 Missions are tokenised in the worker; words that are new to the vocabulary come back
 with the next answer and are added to the parent's vocabulary in the same order, so the
 ids (saved with the run) agree.
 
-The worker is ``python -m metarim.envs.worker`` talking length-prefixed pickles over two
-pipes, like :mod:`metarim.envs.tensor.prefetch` (no ``fork`` of a process holding torch threads).
-Protocol (parent → worker): first ``(tasks, seeds, vocab dict, slices)``, then
-``("reset",)``, ``("step", j, actions)``, ``("get_state",)``, ``("set_state", states,
-vocab dict)``,
-EOF to stop. Each answer is ``(payload, new_words)``; the first answer (after the set-up)
-is the action and observation spaces.
+The worker is a :mod:`metarim.envs._ipc` process talking length-prefixed pickles over two
+pipes. Protocol (parent → worker): first ``(make, tasks, seeds, vocab dict, slices)``,
+then ``("reset",)``, ``("step", j, actions)``, ``("get_state",)``, ``("set_state",
+states, vocab dict)``, EOF to stop. Each answer is ``(payload, new_words)``; the first
+answer (after the set-up) is the action and observation spaces.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import sys
-import weakref
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from metarim.envs.tensor.prefetch import _recv, _send, _shutdown, spawn_worker
+from metarim.envs import _ipc
+from metarim.envs.protocols import CheckpointableVecEnv
+from metarim.tasks.task import Task
+from metarim.tasks.vocab import Vocab
 
 __all__ = ["WorkerVecEnv"]
+
+SliceFactory = Callable[[list[Task], list[int], Vocab], CheckpointableVecEnv]
 
 
 def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -45,30 +47,22 @@ def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 
 def _worker_main(rfd: int, wfd: int) -> None:
-    import gymnasium as gym
-
-    from metarim.envs.minigrid import make_env
-    from metarim.tasks.vocab import Vocab
-
-    tasks, seeds, vocab_dict, slices = _recv(rfd)
+    make, tasks, seeds, vocab_dict, slices = _ipc.recv(rfd)
     vocab = Vocab.from_dict(vocab_dict)
     sent = len(vocab.words)
-    mode = gym.vector.AutoresetMode.SAME_STEP
-    subs = [gym.vector.SyncVectorEnv([lambda t=tasks[b], s=seeds[b]: make_env(t, vocab, s)
-                                      for b in range(lo, hi)], autoreset_mode=mode)
-            for lo, hi in slices]
+    subs = [make(tasks[lo:hi], seeds[lo:hi], vocab) for lo, hi in slices]
 
     def answer(payload: Any) -> None:
         nonlocal sent
         words = list(vocab.words)[sent:]
         sent = len(vocab.words)
-        _send(wfd, (payload, words))
+        _ipc.send(wfd, (payload, words))
 
     try:
         answer((subs[0].single_action_space, subs[0].single_observation_space))
         while True:
             try:
-                msg = _recv(rfd)
+                msg = _ipc.recv(rfd)
             except EOFError:
                 return
             if msg[0] == "step":
@@ -77,18 +71,16 @@ def _worker_main(rfd: int, wfd: int) -> None:
             elif msg[0] == "reset":
                 answer(_concat([{k: np.asarray(v) for k, v in s.reset()[0].items()} for s in subs]))
             elif msg[0] == "get_state":
-                answer([e.get_state() for s in subs for e in s.envs])
+                answer([state for s in subs for state in s.get_states()])
             elif msg[0] == "set_state":
                 # the parent's vocabulary (restored from the same checkpoint) replaces ours,
                 # in place: the envs hold it
                 restored = Vocab.from_dict(msg[2])
-                vocab.words.clear()
-                vocab.words.update(restored.words)
-                vocab._cache.clear()
+                vocab.replace_with(restored)
                 sent = len(vocab.words)
-                envs = [e for s in subs for e in s.envs]
-                answer(_concat([{k: np.asarray(v)[None] for k, v in e.set_state(st).items()}
-                                for e, st in zip(envs, msg[1])]))
+                for (lo, hi), s in zip(slices, subs):
+                    s.set_states(msg[1][lo:hi])
+                answer(None)
             else:
                 return
     except BrokenPipeError:  # the parent closed: stop quietly
@@ -96,31 +88,36 @@ def _worker_main(rfd: int, wfd: int) -> None:
 
 
 class WorkerVecEnv:
-    """``num_envs`` minigrid envs in a worker process, in ``len(slices)`` slices.
+    """``num_envs`` envs in a worker process, in ``len(slices)`` slices.
+
+    Implements :class:`~metarim.envs.protocols.PipelinedVecEnv`.
 
     Args:
         tasks: one task per env.
-        seeds: one seed per env (as :func:`~metarim.envs.minigrid.make_vec_env` derives them).
+        seeds: one seed per env (:func:`~metarim.tasks.seeding.env_seeds`).
         vocab: the run's vocabulary; new words from the worker are added to it.
+        make: builds one slice's vector env from its tasks, seeds and vocabulary in the
+            worker (picklable, e.g. :class:`~metarim.envs.minigrid.MinigridVecEnv`).
         slices: number of contiguous, near-equal slices (``1 <= slices <= num_envs``).
     """
 
-    def __init__(self, tasks: list[Any], seeds: list[int], vocab: Any, *, slices: int = 2) -> None:
+    def __init__(self, tasks: list[Task], seeds: list[int], vocab: Vocab, *, make: SliceFactory,
+                 slices: int = 2) -> None:
         n = len(tasks)
         if not 1 <= slices <= n:
             raise ValueError(f"slices={slices} must be between 1 and num_envs={n}")
         bounds = np.linspace(0, n, slices + 1).round().astype(int)
         self.slices = [slice(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
         self.num_envs, self.vocab, self.pending = n, vocab, 0
-        self.rfd, self.wfd, self.proc = spawn_worker("metarim.envs.worker")
-        self._finalizer = weakref.finalize(self, _shutdown, [(self.rfd, self.wfd)], [self.proc])
-        _send(self.wfd, (list(tasks), [int(s) for s in seeds], vocab.to_dict(),
-                         [(s.start, s.stop) for s in self.slices]))
+        self._pool = _ipc.WorkerPool(_worker_main, 1)
+        (self.rfd, self.wfd), self.proc = self._pool.conns[0], self._pool.procs[0]
+        _ipc.send(self.wfd, (make, list(tasks), [int(s) for s in seeds], vocab.to_dict(),
+                             [(s.start, s.stop) for s in self.slices]))
         self.single_action_space, self.single_observation_space = self._answer()
 
     def _answer(self) -> Any:
         try:
-            payload, words = _recv(self.rfd)
+            payload, words = _ipc.recv(self.rfd)
         except EOFError:
             raise RuntimeError("env worker exited; its error is printed above") from None
         for w in words:
@@ -130,13 +127,13 @@ class WorkerVecEnv:
     def _call(self, *msg: Any) -> Any:
         if self.pending:
             raise RuntimeError("env worker has steps in flight; call step_wait first")
-        _send(self.wfd, msg)
+        _ipc.send(self.wfd, msg)
         return self._answer()
 
     # -- asynchronous slice steps (the collector's pipeline) -------------------------
     def step_async(self, j: int, actions: np.ndarray) -> None:
         """Starts stepping slice ``j`` with ``actions`` (one per env of the slice)."""
-        _send(self.wfd, ("step", j, np.asarray(actions)))
+        _ipc.send(self.wfd, ("step", j, np.asarray(actions)))
         self.pending += 1
 
     def step_wait(self) -> tuple[int, dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
@@ -163,17 +160,17 @@ class WorkerVecEnv:
         return obs, *(np.concatenate([p[i] for p in parts]) for i in (2, 3, 4)), {}
 
     def get_states(self) -> list[dict[str, Any]]:
-        """Each env's ``TaskEnv.get_state``."""
+        """Each env's plain-data state (the slices' ``get_states``, in env order)."""
         return self._call("get_state")
 
-    def set_states(self, states: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-        """Restores :meth:`get_states`; returns the envs' current observations.
+    def set_states(self, states: list[dict[str, Any]]) -> None:
+        """Restores :meth:`get_states`.
 
         The worker's vocabulary becomes a copy of the parent's (restore that first, as
         ``Learner.load_state_dict`` does), so word ids stay those of the checkpoint."""
         if len(states) != self.num_envs:
             raise ValueError(f"got {len(states)} env states for {self.num_envs} envs")
-        return self._call("set_state", list(states), self.vocab.to_dict())
+        self._call("set_state", list(states), self.vocab.to_dict())
 
     def cpu_seconds(self) -> float:
         """CPU seconds the worker process has used so far (Linux ``/proc``; 0 elsewhere)."""
@@ -197,11 +194,4 @@ class WorkerVecEnv:
 
     def close(self) -> None:
         """Stops the worker (also done when the env is garbage-collected)."""
-        self._finalizer()
-
-
-if __name__ == "__main__":
-    # Ctrl-C reaches the whole process group: the parent handles it (a training run writes
-    # a final checkpoint, which needs this worker) and closes the pipe, which stops us
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _worker_main(int(sys.argv[1]), int(sys.argv[2]))
+        self._pool.close()

@@ -1,7 +1,8 @@
 r"""Fast adaptation, zero-shot transfer and module activity of a trained policy.
 
 * :func:`fast_adaptation` — success on a held-out task after ``0, 1, 2, 5`` inner
-  updates, each learner using its own adaptation rule (:data:`ADAPTATION_RULES`):
+  updates, each learner using its own adaptation rule
+  (:attr:`~metarim.algorithms.base.Learner.adaptation_rule`):
 
   ===========  ====================================================================
   ``metarim``  masked SGD on the fast (module) parameters,
@@ -21,11 +22,12 @@ r"""Fast adaptation, zero-shot transfer and module activity of a trained policy.
 
 From the shell, on a run folder of ``metarim train``::
 
-    python -m metarim.evaluation.adaptation --run runs/x --adapt-steps 0 1 2 5 \
+    metarim eval --run runs/x --adapt-steps 0 1 2 5 \
         --zero-shot BabyAI-GoToLocalS8N7-v0 BabyAI-GoToLocal-v0
 
-prints one JSON object with ``adaptation`` (on the first held-out task of the run's task
-sampler) and ``zero_shot`` results.
+prints one JSON object with the evaluation of the run's level, ``adaptation`` (on the
+first held-out task of the run's task sampler) and ``zero_shot`` results
+(:func:`adaptation_report`).
 
 References:
     Madan et al. "Fast and Slow Learning of Recurrent Independent Mechanisms". ICLR 2021.
@@ -41,31 +43,34 @@ import numpy as np
 import torch
 from torch import nn
 
-from metarim.algorithms.base import adam
+from metarim.algorithms.base import adam, learner_class
+from metarim.algorithms.common import make_task_samplers
+from metarim.algorithms.objectives import rollout_loss
 from metarim.config import TrainConfig
+from metarim.meta.functional import adapt_in_place
+from metarim.meta.partition import ParamPartition, partition_parameters
 from metarim.rl.policy import ActorCritic
 from metarim.tasks.task import Task
 from metarim.tasks.vocab import Vocab
 
-__all__ = ["ADAPTATION_RULES", "Adapter", "fast_adaptation", "main", "module_activity", "zero_shot"]
-
-ADAPTATION_RULES: dict[str, str] = {
-    "metarim": "masked_sgd",
-    "maml": "sgd",
-    "reptile": "adam",
-    "ppo": "adam",
-    "a2c": "adam",
-}
-"""Learner name → adaptation rule (``masked_sgd``, ``sgd`` or ``adam``)."""
-
+__all__ = ["Adapter", "adaptation_report", "fast_adaptation", "module_activity", "zero_shot"]
 
 class Adapter:
-    """A copy of a policy and the optimiser of one adaptation rule.
+    r"""A copy of a policy and the update of one adaptation rule.
+
+    ``"masked_sgd"`` is Meta-RIM's collection-pass step,
+    :math:`\theta \gets \theta - \alpha\, M(a) \odot \nabla_\theta L` on the fast
+    parameters (:func:`~metarim.meta.functional.adapt_in_place`, the step that
+    ``MetaRIM._online_step`` takes during training);
+    ``"sgd"`` and ``"adam"`` are ``torch.optim`` steps on all parameters. The loss re-runs
+    the rollout with ``config.reset_memory``, as the collector and training do.
 
     Args:
         policy: the trained policy (not modified).
-        config: the run config (``inner_lr``, ``lr``, A2C coefficients).
+        config: the run config (``inner_lr``, ``lr``, ``reset_memory``, A2C coefficients).
         rule: ``"masked_sgd"``, ``"sgd"`` or ``"adam"``.
+        rates: per-element inner rates by fast parameter name (``masked_sgd`` only),
+            used instead of ``inner_lr``.
     """
 
     def __init__(self, policy: ActorCritic, config: TrainConfig, rule: str,
@@ -77,14 +82,10 @@ class Adapter:
         self.config, self.rule, self.rates = config, rule, rates
         self.policy: ActorCritic = copy.deepcopy(policy)
         self.policy.train()
-        self.partition = None
+        self.partition: ParamPartition | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
         if rule == "masked_sgd":
-            from metarim.meta.partition import partition_parameters
-
             self.partition = partition_parameters(self.policy)
-            fast = set(self.partition.fast)
-            params = [p for n, p in self.policy.named_parameters() if n in fast]
-            self.optimizer: torch.optim.Optimizer = torch.optim.SGD(params, lr=config.inner_lr)
         elif rule == "sgd":
             self.optimizer = torch.optim.SGD(self.policy.parameters(), lr=config.inner_lr)
         else:
@@ -92,28 +93,16 @@ class Adapter:
 
     def update(self, rollout: Any) -> float:
         """One adaptation step on ``rollout`` (collected by :attr:`policy`); returns the loss."""
-        from metarim.algorithms.meta_common import rollout_a2c_loss
-        from metarim.meta.partition import reduce_activity
-
-        loss, _, masks = rollout_a2c_loss(self.policy, rollout, self.config)
+        loss, _, masks = rollout_loss(self.policy, rollout, self.config, reset_memory=self.config.reset_memory)
+        if self.optimizer is None:  # masked_sgd
+            lr = self.config.inner_lr if self.rates is None else self.rates
+            adapt_in_place(self.policy, loss, lr, self.partition, masks)
+            return loss.item()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.partition is not None and masks is not None:
-            block = self.partition.block_masks(reduce_activity(masks), dtype=loss.dtype)
-            params = dict(self.policy.named_parameters())
-            for name, m in block.items():
-                if params[name].grad is not None:
-                    params[name].grad.mul_(m)
         if self.rule == "adam":
             torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.config.max_grad_norm)
-        if self.rates is None:
-            self.optimizer.step()
-        else:  # Meta-SGD: θ ← θ − α ⊙ (masked) ∇θ, α per element
-            params = dict(self.policy.named_parameters())
-            with torch.no_grad():
-                for name, rate in self.rates.items():
-                    if params[name].grad is not None:
-                        params[name].sub_(rate * params[name].grad)
+        self.optimizer.step()
         return loss.item()
 
 
@@ -138,7 +127,7 @@ def fast_adaptation(
         task: a held-out task.
         vocab: the run's vocabulary.
         steps: numbers of inner updates (sorted, non-negative); adaptation is cumulative.
-        algo: learner name in :data:`ADAPTATION_RULES` (default ``config.algo``).
+        algo: learner name whose ``adaptation_rule`` is used (default ``config.algo``).
         episodes: evaluation episodes per entry of ``steps``.
         seed: seed of the adaptation rollouts and of the evaluation.
         log: optional progress callback.
@@ -148,22 +137,20 @@ def fast_adaptation(
     Returns:
         ``{k: evaluate(...) result}``, plus ``"adapt_loss"`` in each result.
     """
-    from metarim.envs.minigrid import make_vec_env
+    from metarim.envs import make_vec_env
     from metarim.evaluation.evaluate import evaluate
     from metarim.rl.rollout import RolloutCollector
 
     algo = algo or config.algo
-    if algo not in ADAPTATION_RULES:
-        raise ValueError(f"no adaptation rule for {algo!r}; known: {sorted(ADAPTATION_RULES)}")
     steps = sorted(set(int(s) for s in steps))
     if steps and steps[0] < 0:
         raise ValueError(f"steps={steps} must be non-negative")
-    rule = ADAPTATION_RULES[algo]
+    rule = learner_class(algo).adaptation_rule
     torch.manual_seed(seed)
     adapter = Adapter(policy, config, rule, rates)
     length = config.chunk_length if rule == "masked_sgd" else config.num_steps
     envs = make_vec_env(task, config.num_envs, seed=seed, vocab=vocab)
-    collector = RolloutCollector(envs, adapter.policy, length)
+    collector = RolloutCollector(envs, adapter.policy, length, reset_memory=config.reset_memory)
     results: dict[int, dict[str, Any]] = {}
     done, loss = 0, float("nan")
     try:
@@ -210,35 +197,31 @@ def module_activity(
     Raises:
         ValueError: if the policy's memory produces no masks (not a RIM).
     """
-    from metarim.envs.minigrid import make_vec_env
-    from metarim.rl.rollout import sample_actions
+    from metarim.envs import make_vec_env
+    from metarim.rl.rollout import play
     from metarim.tasks.samplers import COLORS, OBJECTS
 
+    if episodes < 1:
+        raise ValueError(f"episodes={episodes} must be >= 1")
     torch.manual_seed(seed)
     envs = make_vec_env(task, num_envs, seed=seed, vocab=vocab)
-    obs, _ = envs.reset()
-    memory = policy.initial_state(num_envs)
-    start = torch.ones(num_envs, dtype=torch.bool)
     current: list[list[np.ndarray]] = [[] for _ in range(num_envs)]
-    missions = [e.mission for e in envs.envs]
     raw: list[dict[str, Any]] = []
     try:
-        while len(raw) < episodes:
-            o = {k: torch.from_numpy(np.asarray(obs[k])).unsqueeze(0) for k in ("image", "mission")}
-            logits, _, memory, masks = policy(o, memory, start.unsqueeze(0))
-            if masks is None:
+        obs, _ = envs.reset()
+        missions = [e.mission for e in envs.envs]
+        for step in play(policy, envs, obs=obs):
+            if step.masks is None:
                 raise ValueError("module_activity needs a RIM memory (the policy returned no masks)")
-            act, _ = sample_actions(logits[0])
             for b in range(num_envs):
-                current[b].append(masks[0, b].numpy().copy())
-            obs, _, term, trunc, _ = envs.step(act.numpy())
-            end = np.logical_or(term, trunc)
-            for b in np.flatnonzero(end):
+                current[b].append(step.masks[b].numpy().copy())
+            for b in np.flatnonzero(step.done):
                 if len(raw) < episodes:
                     raw.append({"mission": missions[b], "masks": np.stack(current[b])})
                 current[b] = []
                 missions[b] = envs.envs[b].mission
-            start = torch.from_numpy(end)
+            if len(raw) >= episodes:
+                break
     finally:
         envs.close()
     n = raw[0]["masks"].shape[1]
@@ -274,8 +257,6 @@ def adaptation_report(
         ``{"held_out_task", "adaptation": {"k": result}}`` when ``adapt_steps`` is not
         empty, and ``{"zero_shot": {level: result}}`` when ``zero_shot_levels`` is not.
     """
-    from metarim.algorithms.meta_common import make_task_samplers
-
     out: dict[str, Any] = {}
     if adapt_steps:
         task = make_task_samplers(config)[1].tasks[0]
@@ -287,32 +268,3 @@ def adaptation_report(
         out["zero_shot"] = zero_shot(policy, zero_shot_levels, vocab, episodes=episodes, seed=seed)
     return out
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m metarim.evaluation.adaptation``: fast adaptation and zero-shot of a run
-    (``metarim eval --adapt-steps ... --zero-shot ...`` does the same)."""
-    import argparse
-    import json
-
-    from metarim.evaluation.evaluate import load_run
-
-    p = argparse.ArgumentParser(prog="python -m metarim.evaluation.adaptation", description=main.__doc__)
-    p.add_argument("--run", required=True, help="run folder of metarim train")
-    p.add_argument("--adapt-steps", type=int, nargs="*", default=[0, 1, 2, 5])
-    p.add_argument("--zero-shot", nargs="*", default=[], help="level ids to evaluate without updates")
-    p.add_argument("--episodes", type=int, default=64)
-    p.add_argument("--seed", type=int, default=2_000_003)
-    args = p.parse_args(argv)
-    if args.episodes < 1:
-        p.error(f"--episodes {args.episodes} must be >= 1")
-    config, policy, vocab, state = load_run(args.run)
-    out: dict[str, Any] = {"run": str(args.run), "frames": int(state["frames"]), "algo": config.algo}
-    out.update(adaptation_report(config, policy, vocab, adapt_steps=args.adapt_steps,
-                                 zero_shot_levels=args.zero_shot, episodes=args.episodes, seed=args.seed,
-                                 rates=state.get("inner_lrs")))
-    print(json.dumps(out))
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

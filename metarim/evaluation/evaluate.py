@@ -4,24 +4,25 @@
 advance (so that short episodes are not over-counted), and reports the success rate
 with a Wilson interval and the mean return with a t interval. :func:`render` writes an
 animated GIF of the agent with its mission as a caption, from minigrid's RGB renderer
-(no display needed).
+(no display needed). Both act through :func:`metarim.rl.rollout.play` and close their
+envs when done, also on error.
 """
 
 from __future__ import annotations
 
-import json
 import pathlib
+import sys
 from typing import Any
 
 import numpy as np
 import torch
 
 from metarim.algorithms.base import build_policy
-from metarim.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from metarim.checkpoint import CheckpointError, load_newest_checkpoint, read_run_config
 from metarim.config import TrainConfig
 from metarim.evaluation.stats import mean_ci, wilson_interval
 from metarim.rl.policy import ActorCritic
-from metarim.rl.rollout import sample_actions
+from metarim.rl.rollout import play
 from metarim.tasks.task import Task
 from metarim.tasks.vocab import Vocab
 
@@ -29,23 +30,26 @@ __all__ = ["evaluate", "load_run", "render"]
 
 
 def load_run(run_dir: str | pathlib.Path) -> tuple[TrainConfig, ActorCritic, Vocab, dict[str, Any]]:
-    """Reads a run folder: its config, the policy of its latest checkpoint, the vocab.
+    """Reads a run folder: its config, the policy of its newest loadable checkpoint, the vocab.
+
+    A damaged newer checkpoint is skipped with one line on stderr naming it.
 
     Raises:
-        ValueError: the folder is not a run, or its checkpoint is missing or corrupt.
+        ValueError: the folder is not a run, its ``config.json`` is damaged, or it has
+            no checkpoint that loads.
     """
     run = pathlib.Path(run_dir)
-    cfg_path = run / "config.json"
-    if not cfg_path.is_file():
-        raise ValueError(f"{run} is not a metarim run (no config.json)")
+    saved = read_run_config(run)["config"]
     try:
-        config = TrainConfig.from_dict(json.loads(cfg_path.read_text())["config"])
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{cfg_path} is corrupt ({type(e).__name__})") from None
-    ckpt = latest_checkpoint(run)
-    if ckpt is None:
+        config = TrainConfig.from_dict(saved)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{run / 'config.json'}: {e}") from None
+    found = load_newest_checkpoint(run)
+    if found is None:
         raise CheckpointError(f"{run} has no checkpoint; train it first")
-    state = load_checkpoint(ckpt)
+    ckpt, state, skipped = found
+    if skipped:
+        print(f"metarim: {'; '.join(str(e) for e in skipped)}; using {ckpt.name}", file=sys.stderr)
     if state.get("memory") != config.memory:
         raise CheckpointError(f"{ckpt} holds memory={state.get('memory')!r}, config says {config.memory!r}")
     vocab = Vocab.from_dict(state["vocab"])
@@ -68,7 +72,7 @@ def evaluate(
     greedy: bool = False,
 ) -> dict[str, Any]:
     """Success rate and mean return over ``episodes`` episodes with 95 % intervals."""
-    from metarim.envs.minigrid import make_vec_env
+    from metarim.envs import make_vec_env
 
     if episodes < 1:
         raise ValueError(f"episodes={episodes} must be >= 1")
@@ -77,27 +81,24 @@ def evaluate(
     quota = np.full(num_envs, episodes // num_envs)
     quota[: episodes % num_envs] += 1
     envs = make_vec_env(task, num_envs, seed=seed, vocab=vocab)
-    obs, _ = envs.reset()
-    memory = policy.initial_state(num_envs)
-    start = torch.ones(num_envs, dtype=torch.bool)
     ret, length = np.zeros(num_envs), np.zeros(num_envs, dtype=np.int64)
     done_count = np.zeros(num_envs, dtype=np.int64)
     results: list[tuple[float, float, int]] = []
-    while (done_count < quota).any():
-        o = {k: torch.from_numpy(np.asarray(obs[k])).unsqueeze(0) for k in ("image", "mission")}
-        logits, _, memory, _ = policy(o, memory, start.unsqueeze(0))
-        act, _ = sample_actions(logits[0], greedy=greedy)
-        obs, rew, term, trunc, _ = envs.step(act.numpy())
-        end = np.logical_or(term, trunc)
-        ret += rew
-        length += 1
-        for b in np.flatnonzero(end):
-            if done_count[b] < quota[b]:
-                results.append((float(bool(term[b]) and rew[b] > 0), float(ret[b]), int(length[b])))
-            done_count[b] += 1
-        ret[end], length[end] = 0.0, 0
-        start = torch.from_numpy(end)
-    envs.close()
+    try:
+        for step in play(policy, envs, greedy=greedy):
+            end = step.done
+            ret += step.reward
+            length += 1
+            for b in np.flatnonzero(end):
+                if done_count[b] < quota[b]:
+                    success = bool(step.terminated[b]) and step.reward[b] > 0
+                    results.append((float(success), float(ret[b]), int(length[b])))
+                done_count[b] += 1
+            ret[end], length[end] = 0.0, 0
+            if not (done_count < quota).any():
+                break
+    finally:
+        envs.close()
     succ = [r[0] for r in results]
     rets = [r[1] for r in results]
     mean, lo, hi = mean_ci(rets)
@@ -147,19 +148,17 @@ def render(
         ImageDraw.Draw(canvas).text((4, 6), caption, fill="black")
         frames.append(canvas)
 
-    for ep in range(episodes):
-        obs, _ = env.reset()
-        memory, start, done = policy.initial_state(1), torch.ones(1, 1, dtype=torch.bool), False
-        ret = 0.0
-        while not done:
-            snap(f"{ep + 1}/{episodes}: {env.mission}")
-            o = {k: torch.from_numpy(np.asarray(obs[k]))[None, None] for k in ("image", "mission")}
-            logits, _, memory, _ = policy(o, memory, start)
-            act, _ = sample_actions(logits[0], greedy=greedy)
-            obs, rew, term, trunc, _ = env.step(int(act))
-            ret += float(rew)
-            done, start = bool(term or trunc), torch.zeros(1, 1, dtype=torch.bool)
-        snap(f"{ep + 1}/{episodes}: {'success' if ret > 0 else 'failure'} (return {ret:.2f})")
-    env.close()
+    try:
+        for ep in range(episodes):
+            obs, _ = env.reset()
+            snap(f"{ep + 1}/{episodes}: {env.mission}")  # each frame shows the state acted on
+            ret = 0.0
+            for step in play(policy, env, greedy=greedy, obs=obs):
+                ret += float(step.reward[0])
+                if not step.done[0]:
+                    snap(f"{ep + 1}/{episodes}: {env.mission}")
+            snap(f"{ep + 1}/{episodes}: {'success' if ret > 0 else 'failure'} (return {ret:.2f})")
+    finally:
+        env.close()
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
     return len(frames)

@@ -1,10 +1,9 @@
-r"""Confidence intervals and tests for reporting results.
+r"""Confidence intervals for reporting evaluation results.
 
 * :func:`wilson_interval` — for a success rate :math:`\hat p = s/n`,
   :math:`\frac{\hat p + z^2/2n \pm z\sqrt{\hat p(1-\hat p)/n + z^2/4n^2}}{1 + z^2/n}`;
   unlike the normal interval it stays inside [0, 1] and is sensible at 0 % or 100 %.
 * :func:`mean_ci` — Student-t interval :math:`\bar x \pm t_{n-1} s/\sqrt n`.
-* :func:`welch_test` — Welch's unequal-variance t-test (scipy).
 
 Example:
     >>> lo, hi = wilson_interval(9, 10)
@@ -19,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["mean_ci", "welch_test", "wilson_interval"]
+__all__ = ["mean_ci", "wilson_interval"]
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -52,10 +51,3 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
     half = float(t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
     return mean, mean - half, mean + half
 
-
-def welch_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
-    """Welch's t-test of equal means; returns ``(t statistic, two-sided p-value)``."""
-    from scipy.stats import ttest_ind
-
-    res = ttest_ind(list(a), list(b), equal_var=False)
-    return float(res.statistic), float(res.pvalue)

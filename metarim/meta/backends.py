@@ -1,14 +1,19 @@
 r"""Backends of :class:`~metarim.meta.maml.MaskedMAML`: the same masked step, three ways.
 
-* ``"learn2learn"``: ``learn2learn.clone_module`` and :func:`~metarim.meta.maml.masked_maml_update`
-  (``p.update = -lr * (M * g)`` then ``update_module``): the default, fast path;
-* ``"func"``: a parameter dict, :func:`~metarim.meta.maml.masked_sgd` and
+* ``"learn2learn"``: ``learn2learn.clone_module`` and
+  :func:`~metarim.meta.functional.masked_maml_update` (``p.update = -lr * (M * g)`` then
+  ``update_module``): the default, fast path;
+* ``"func"``: a parameter dict, :func:`~metarim.meta.functional.masked_update` and
   ``torch.func.functional_call``;
-* ``"higher"``: ``higher``'s patched module and differentiable SGD, masked in
-  ``grad_callback``; a cross-check.
+* ``"higher"``: ``higher``'s patched module and differentiable SGD (rate 1), whose
+  ``grad_callback`` returns :math:`-u` of :func:`~metarim.meta.functional.masked_delta`;
+  a cross-check.
 
-Each is a :class:`MaskedLearner` registered by name with
-:func:`~metarim.meta.maml.register_backend`; a new backend needs no edit elsewhere.
+Each is a :class:`MaskedLearner` registered by name with :func:`register_backend`; a new
+backend needs no edit elsewhere. A backend class is built as ``cls(meta, first_order)``
+from a :class:`MetaWrapper` (a :class:`~metarim.meta.maml.MaskedMAML`) and implements
+:meth:`~MaskedLearner.forward`, :meth:`~MaskedLearner.parameter_dict`, ``_update`` and,
+to support :meth:`MaskedLearner.clone`, ``_clone``.
 
 References:
     Arnold, Mahajan, Datta, Bunner, Zarkias. "learn2learn: A Library for Meta-Learning
@@ -20,25 +25,85 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Optional
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Optional, Protocol
 
 import torch
 from torch import Tensor, nn
 
-from metarim.meta.maml import LearningRate, _step, masked_maml_update, masked_sgd, register_backend
-from metarim.meta.partition import ParamPartition, TensorDict, reduce_activity
+from metarim.meta.functional import (
+    LearningRate,
+    activity_masks,
+    masked_delta,
+    masked_maml_update,
+    masked_update,
+)
+from metarim.meta.partition import ParamPartition, TensorDict
 
-if TYPE_CHECKING:
-    from metarim.meta.maml import MaskedMAML
+__all__ = [
+    "FuncLearner",
+    "HigherLearner",
+    "L2LLearner",
+    "MaskedLearner",
+    "MetaWrapper",
+    "available_backends",
+    "get_backend",
+    "quiet_nonleaf_grad",
+    "register_backend",
+]
 
-__all__ = ["FuncLearner", "HigherLearner", "L2LLearner", "MaskedLearner"]
+
+class MetaWrapper(Protocol):
+    """What a backend reads from the wrapper it clones (:class:`~metarim.meta.maml.MaskedMAML`)."""
+
+    module: nn.Module
+    partition: ParamPartition
+    reduction: str
+
+    def learning_rates(self) -> LearningRate: ...
+
+
+_BACKENDS: dict[str, type[MaskedLearner]] = {}
+
+
+def register_backend(name: str) -> Callable[[type[MaskedLearner]], type[MaskedLearner]]:
+    """Class decorator registering a :class:`MaskedLearner` subclass under ``name``."""
+
+    def wrap(cls: type[MaskedLearner]) -> type[MaskedLearner]:
+        _BACKENDS[name] = cls
+        return cls
+
+    return wrap
+
+
+def available_backends() -> tuple[str, ...]:
+    """Names accepted by ``MaskedMAML(backend=...)``.
+
+    Example:
+        >>> available_backends()
+        ('func', 'higher', 'learn2learn')
+    """
+    return tuple(sorted(_BACKENDS))
+
+
+def get_backend(name: str) -> type[MaskedLearner]:
+    """The :class:`MaskedLearner` class registered as ``name``.
+
+    Raises:
+        ValueError: if no backend has that name.
+    """
+    if name not in _BACKENDS:
+        raise ValueError(f"backend={name!r} is not one of {available_backends()}")
+    return _BACKENDS[name]
 
 
 @contextlib.contextmanager
-def _quiet_nonleaf_grad() -> Iterator[None]:
-    """learn2learn re-runs ``_apply`` on RNN modules (``nn.GRU``, ``nn.LSTM``) whose cloned
-    parameters are non-leaf by design; torch then warns that their ``.grad`` is read."""
+def quiet_nonleaf_grad() -> Iterator[None]:
+    """Silence torch's warning that the ``.grad`` of a non-leaf tensor is read.
+
+    learn2learn re-runs ``_apply`` on RNN modules (``nn.GRU``, ``nn.LSTM``) whose cloned
+    parameters are non-leaf by design, and torch then warns.
+    """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "The .grad attribute of a Tensor that is not a leaf")
         yield
@@ -47,12 +112,13 @@ def _quiet_nonleaf_grad() -> Iterator[None]:
 class MaskedLearner(nn.Module):
     """A differentiable clone made by :meth:`MaskedMAML.clone`; runs like the wrapped module.
 
-    Subclasses (one per backend, see :mod:`metarim.meta.backends`) implement :meth:`forward`,
-    :meth:`parameter_dict` and ``_update``; masking, reductions and defaults live here.
+    Subclasses (one per backend) implement :meth:`forward`, :meth:`parameter_dict`,
+    ``_update`` and ``_clone``; masking, reductions and defaults live here.
     """
 
-    def __init__(self, meta: MaskedMAML, first_order: bool):
+    def __init__(self, meta: MetaWrapper, first_order: bool):
         super().__init__()
+        self._meta = (meta,)  # a reference, not a submodule: its parameters are not ours
         self.partition: ParamPartition = meta.partition
         self.first_order = first_order
         self.reduction = meta.reduction
@@ -69,14 +135,18 @@ class MaskedLearner(nn.Module):
 
     def block_masks(self, active: Optional[Any]) -> Optional[TensorDict]:
         """Masks for ``active`` (``None``: no mask); ``(..., N)`` is reduced first."""
-        if active is None:
-            return None
-        if not isinstance(active, Tensor):
-            active = torch.as_tensor(active)
-        if active.dim() > 1:
-            active = reduce_activity(active, self.reduction)
         ref = next(iter(self.fast_parameters().values()))
-        return self.partition.block_masks(active, dtype=ref.dtype, device=ref.device)
+        return activity_masks(self.partition, active, ref, self.reduction)
+
+    def clone(self, *, first_order: Optional[bool] = None) -> MaskedLearner:
+        """A differentiable copy that starts from this learner's current (adapted)
+        parameters; gradients of its outputs flow back through them (and this learner's
+        inner steps) to the wrapped module, as with learn2learn's ``MAML.clone()``.
+
+        Args:
+            first_order: ``None`` keeps this learner's default.
+        """
+        return self._clone(self.first_order if first_order is None else bool(first_order))
 
     def adapt(
         self,
@@ -118,17 +188,24 @@ class MaskedLearner(nn.Module):
     def _update(self, grads: Mapping[str, Optional[Tensor]], masks: Optional[TensorDict]) -> None:
         raise NotImplementedError
 
+    def _clone(self, first_order: bool) -> MaskedLearner:
+        raise NotImplementedError(f"{type(self).__name__} does not support clone()")
+
 
 @register_backend("learn2learn")
 class L2LLearner(MaskedLearner):
-    """``learn2learn.clone_module`` of the module, updated by :func:`masked_maml_update`."""
+    """``learn2learn.clone_module`` of the module, updated by :func:`masked_maml_update`.
 
-    def __init__(self, meta: MaskedMAML, first_order: bool):
-        from learn2learn.utils import clone_module
+    Args:
+        module: what to clone (default: the wrapped module; :meth:`clone` passes its own).
+    """
+
+    def __init__(self, meta: MetaWrapper, first_order: bool, module: Optional[nn.Module] = None):
+        from learn2learn.utils import clone_module  # learn2learn is imported only when used
 
         super().__init__(meta, first_order)
-        with _quiet_nonleaf_grad():
-            self.module = clone_module(meta.module)
+        with quiet_nonleaf_grad():
+            self.module = clone_module(meta.module if module is None else module)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.module(*args, **kwargs)
@@ -137,27 +214,36 @@ class L2LLearner(MaskedLearner):
         return dict(self.module.named_parameters())
 
     def _update(self, grads: Mapping[str, Optional[Tensor]], masks: Optional[TensorDict]) -> None:
-        with _quiet_nonleaf_grad():
+        with quiet_nonleaf_grad():
             self.module = masked_maml_update(self.module, self.lr, grads, masks)
+
+    def _clone(self, first_order: bool) -> MaskedLearner:
+        return L2LLearner(self._meta[0], first_order, module=self.module)
 
 
 @register_backend("func")
 class FuncLearner(MaskedLearner):
-    """A parameter dict run through ``torch.func.functional_call`` on the original module."""
+    """A parameter dict run through ``torch.func.functional_call`` on the original module.
 
-    def __init__(self, meta: MaskedMAML, first_order: bool):
+    Args:
+        params: the starting tensors by name (default: the wrapped module's parameters).
+    """
+
+    def __init__(self, meta: MetaWrapper, first_order: bool, params: Optional[Mapping[str, Tensor]] = None):
         super().__init__(meta, first_order)
-        self._module = (meta.module,)  # a reference, not a submodule: its parameters are not ours
-        self.params: TensorDict = dict(meta.module.named_parameters())
+        self.params: TensorDict = dict(meta.module.named_parameters() if params is None else params)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return torch.func.functional_call(self._module[0], self.params, args, kwargs)
+        return torch.func.functional_call(self._meta[0].module, self.params, args, kwargs)
 
     def parameter_dict(self) -> TensorDict:
         return dict(self.params)
 
     def _update(self, grads: Mapping[str, Optional[Tensor]], masks: Optional[TensorDict]) -> None:
-        self.params = masked_sgd(self.params, self.lr, grads, masks)
+        self.params = masked_update(self.params, grads, self.lr, masks)
+
+    def _clone(self, first_order: bool) -> MaskedLearner:
+        return FuncLearner(self._meta[0], first_order, params=self.params)
 
 
 @register_backend("higher")
@@ -169,10 +255,13 @@ class HigherLearner(MaskedLearner):
     :math:`\\alpha (M \\odot g)` for fast tensors (detached in first order) and ``None``
     for slow ones. ``higher`` differentiates every parameter with ``create_graph``, so
     this backend is a cross-check, not the fast path.
+
+    Args:
+        params: the starting tensors by name (default: the wrapped module's parameters).
     """
 
-    def __init__(self, meta: MaskedMAML, first_order: bool):
-        import higher
+    def __init__(self, meta: MetaWrapper, first_order: bool, params: Optional[Mapping[str, Tensor]] = None):
+        import higher  # imported only when used
 
         super().__init__(meta, first_order)
         named = list(meta.module.named_parameters())
@@ -180,6 +269,8 @@ class HigherLearner(MaskedLearner):
         fast = set(self.partition.fast)
         sgd = torch.optim.SGD([p for name, p in named if name in fast], lr=1.0)
         self.fmodule = higher.patch.monkeypatch(meta.module, copy_initial_weights=False)
+        if params is not None:
+            self.fmodule.update_params([params[name] for name in self._names])
         self._opt = higher.optim.get_diff_optim(sgd, [p for _, p in named], fmodel=self.fmodule)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -201,9 +292,12 @@ class HigherLearner(MaskedLearner):
                     out.append(None)
                     continue
                 grad = grad.detach() if first_order else grad
-                out.append(-_step(self.lr, name, grad, None if masks is None else masks.get(name)))
+                out.append(-masked_delta(self.lr, name, grad, None if masks is None else masks.get(name)))
             return out
 
         self._opt.step(loss, grad_callback=callback)
 
     adapt.__doc__ = MaskedLearner.adapt.__doc__
+
+    def _clone(self, first_order: bool) -> MaskedLearner:
+        return HigherLearner(self._meta[0], first_order, params=self.parameter_dict())

@@ -26,6 +26,8 @@ Three interchangeable backends (:mod:`metarim.meta.backends`) compute this, chos
 ``"learn2learn"`` (default; ``clone_module`` + a masked ``maml_update``), ``"higher"`` (a
 patched module and a differentiable SGD whose gradients are masked by a
 ``grad_callback``) and ``"func"`` (``torch.func.functional_call`` over a parameter dict).
+All three take the step of :func:`~metarim.meta.functional.masked_delta`, the one
+definition of :math:`-\alpha (M(a) \odot g)`.
 
 References:
     Madan, Ke, Goyal, Schölkopf, Bengio. "Fast and Slow Learning of Recurrent
@@ -36,132 +38,16 @@ References:
 
 from __future__ import annotations
 
-import numbers
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import Any, Optional
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from metarim.meta.partition import FastSpec, TensorDict, partition_parameters
+from metarim.meta.backends import MaskedLearner, get_backend
+from metarim.meta.functional import LearningRate, check_lr
+from metarim.meta.partition import FastSpec, partition_parameters
 
-if TYPE_CHECKING:
-    from metarim.meta.backends import MaskedLearner
-
-__all__ = [
-    "MaskedMAML",
-    "available_backends",
-    "masked_maml_update",
-    "masked_sgd",
-    "register_backend",
-]
-
-LearningRate = Union[float, Mapping[str, Union[float, Tensor]]]
-"""A scalar step size, or one (possibly learnable, Meta-SGD) rate per fast parameter name."""
-
-_BACKENDS: dict[str, type[MaskedLearner]] = {}
-
-
-def register_backend(name: str) -> Callable[[type[MaskedLearner]], type[MaskedLearner]]:
-    """Class decorator registering a :class:`MaskedLearner` subclass under ``name``."""
-
-    def wrap(cls: type[MaskedLearner]) -> type[MaskedLearner]:
-        _BACKENDS[name] = cls
-        return cls
-
-    return wrap
-
-
-def _registry() -> dict[str, type[MaskedLearner]]:
-    import metarim.meta.backends  # noqa: F401  (registers the built-in backends on first use)
-
-    return _BACKENDS
-
-
-def available_backends() -> tuple[str, ...]:
-    """Names accepted by ``MaskedMAML(backend=...)``.
-
-    Example:
-        >>> available_backends()
-        ('func', 'higher', 'learn2learn')
-    """
-    return tuple(sorted(_registry()))
-
-
-def _check_lr(lr: Any) -> float:
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
-        raise ValueError(f"lr={lr!r} must be a non-negative real number")
-    if not lr >= 0:
-        raise ValueError(f"lr={lr!r} must be non-negative")
-    return float(lr)
-
-
-def _step(lr: LearningRate, name: str, grad: Tensor, mask: Optional[Tensor]) -> Tensor:
-    """The update :math:`-\\alpha (M \\odot g)` of one tensor (``-lr * g`` like learn2learn)."""
-    rate = lr[name] if isinstance(lr, Mapping) else lr
-    return -rate * (grad if mask is None else grad * mask)
-
-
-def masked_sgd(
-    params: Mapping[str, Tensor],
-    lr: LearningRate,
-    grads: Mapping[str, Optional[Tensor]],
-    masks: Optional[Mapping[str, Tensor]] = None,
-) -> TensorDict:
-    r"""Pure masked SGD step: :math:`\theta'_i = \theta_i - \alpha_i (M_i \odot g_i)`.
-
-    Tensors not in ``grads`` (or with a ``None`` gradient) are returned as they are.
-
-    Example:
-        >>> p = {"w": torch.ones(2, 1), "b": torch.ones(1)}
-        >>> new = masked_sgd(p, 0.5, {"w": torch.ones(2, 1)}, {"w": torch.tensor([[1.0], [0.0]])})
-        >>> new["w"].flatten().tolist(), new["b"] is p["b"]
-        ([0.5, 1.0], True)
-    """
-    if not isinstance(lr, Mapping):
-        _check_lr(lr)
-    new = dict(params)
-    for name, grad in grads.items():
-        if name not in new:
-            raise ValueError(f"gradient for unknown parameter {name!r}")
-        if grad is not None:
-            new[name] = new[name] + _step(lr, name, grad, None if masks is None else masks.get(name))
-    return new
-
-
-def masked_maml_update(
-    module: nn.Module,
-    lr: LearningRate,
-    grads: Mapping[str, Optional[Tensor]],
-    masks: Optional[Mapping[str, Tensor]] = None,
-) -> nn.Module:
-    r"""Masked counterpart of learn2learn's ``maml_update``, by parameter name.
-
-    Sets ``p.update`` :math:`= -\alpha (M \odot g)` for each named gradient and calls
-    ``learn2learn.update_module``, which swaps :math:`p \gets p + u` without in-place
-    operations, so the graph to the original parameters is kept. Parameters without a
-    gradient are left untouched (their values and graph do not change).
-
-    Example:
-        >>> from learn2learn.utils import clone_module
-        >>> net = clone_module(nn.Linear(2, 1))
-        >>> g = {"weight": torch.ones(1, 2)}
-        >>> before = net.bias
-        >>> net = masked_maml_update(net, 0.1, g)
-        >>> net.bias is before
-        True
-    """
-    from learn2learn.utils import update_module
-
-    if not isinstance(lr, Mapping):
-        _check_lr(lr)
-    params = dict(module.named_parameters())
-    for name, grad in grads.items():
-        if name not in params:
-            raise ValueError(f"gradient for unknown parameter {name!r}")
-        if grad is not None:
-            params[name].update = _step(lr, name, grad, None if masks is None else masks.get(name))
-    return update_module(module)
+__all__ = ["MaskedMAML"]
 
 
 class MaskedMAML(nn.Module):
@@ -185,7 +71,8 @@ class MaskedMAML(nn.Module):
         first_order: default for clones: drop second-order terms.
         fast: which parameters are fast (:data:`~metarim.meta.partition.FastSpec`); ``None``:
             the RIM mechanisms; ``"all"``: every parameter (plain MAML).
-        backend: ``"learn2learn"`` (default), ``"higher"`` or ``"func"``.
+        backend: ``"learn2learn"`` (default), ``"higher"``, ``"func"`` or any name
+            registered with :func:`~metarim.meta.backends.register_backend`.
         learnable_lr: Meta-SGD: one learnable rate per element of each fast tensor,
             initialised to ``lr``, stored in :attr:`lrs` (slow parameters).
         reduction: how ``(T, B, N)`` / ``(B, N)`` activity is reduced to ``(N,)``, see
@@ -227,9 +114,8 @@ class MaskedMAML(nn.Module):
         reduction: str = "any",
     ):
         super().__init__()
-        self.lr = _check_lr(lr)
-        if backend not in _registry():
-            raise ValueError(f"backend={backend!r} is not one of {available_backends()}")
+        self.lr = check_lr(lr)
+        get_backend(backend)  # raises ValueError for an unknown name
         if reduction not in ("any", "mean"):
             raise ValueError(f"reduction={reduction!r} must be 'any' or 'mean'")
         self.module = module
@@ -253,9 +139,14 @@ class MaskedMAML(nn.Module):
         return dict(zip(self.partition.fast, self.lrs))
 
     def clone(self, *, first_order: Optional[bool] = None) -> MaskedLearner:
-        """A differentiable copy to adapt; gradients of its outputs reach this module."""
+        """A differentiable copy to adapt; gradients of its outputs reach this module.
+
+        The copy is a :class:`~metarim.meta.backends.MaskedLearner` of this wrapper's
+        backend; it can itself be cloned (:meth:`MaskedLearner.clone
+        <metarim.meta.backends.MaskedLearner.clone>`).
+        """
         first_order = self.first_order if first_order is None else bool(first_order)
-        return _registry()[self.backend](self, first_order)
+        return get_backend(self.backend)(self, first_order)
 
     def extra_repr(self) -> str:
         return (f"lr={self.lr}, first_order={self.first_order}, backend={self.backend!r}, "

@@ -13,6 +13,8 @@ Example:
     True
     >>> bootstrap_ci([1.0, 1.0])
     (1.0, 1.0, 1.0)
+    >>> finite_or_none({"p": float("nan"), "ci": [0.5, float("inf")], "n": 3})
+    {'p': None, 'ci': [0.5, None], 'n': 3}
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["bootstrap_ci", "frames_to_threshold", "summary_markdown", "summarize", "welch_p"]
+__all__ = ["bootstrap_ci", "finite_or_none", "frames_to_threshold", "summary_markdown", "summarize", "welch_p"]
 
 
 def frames_to_threshold(frames: Sequence[float], success: Sequence[float], threshold: float = 0.8) -> int | None:
@@ -113,3 +115,21 @@ def summary_markdown(summary: Mapping[str, Any], columns: Sequence[tuple[str, st
             cells.append("–" if entry is None else _cell(entry, integer=name.startswith("frames")))
         lines.append(f"| {learner} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def finite_or_none(data: Any) -> Any:
+    """``data`` with every non-finite float (NaN, ±inf) replaced by ``None``.
+
+    Walks dicts, lists and tuples (tuples become lists); NumPy scalars become Python
+    numbers. The result can be written with ``json.dumps(..., allow_nan=False)``, as
+    strict JSON that any parser reads (a bare ``NaN`` is not JSON).
+    """
+    if isinstance(data, dict):
+        return {k: finite_or_none(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite_or_none(v) for v in data]
+    if isinstance(data, np.generic):
+        data = data.item()
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    return data

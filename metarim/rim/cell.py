@@ -11,7 +11,7 @@ from metarim.rim.attention import CommAttention, InputAttention
 from metarim.rim.group import (
     GroupGRUCell,
     GroupLSTMCell,
-    _check_positive,
+    check_positive,
     gru_pointwise,
     lstm_pointwise,
 )
@@ -62,7 +62,7 @@ class RIMCell(nn.Module):
 
     Example:
         >>> cell = RIMCell(input_size=8, hidden_size=24, num_units=6, k=4)
-        >>> state = cell.initial_state(batch_size=2)
+        >>> out, state, mask = cell(torch.randn(2, 8))  # state=None: zeros
         >>> out, state, mask = cell(torch.randn(2, 8), state)
         >>> out.shape, mask.sum(dim=1).tolist()
         (torch.Size([2, 24]), [4.0, 4.0])
@@ -85,7 +85,7 @@ class RIMCell(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
-        _check_positive(
+        check_positive(
             input_size=input_size, hidden_size=hidden_size, num_units=num_units,
             input_key_size=input_key_size, input_value_size=input_value_size,
             input_heads=input_heads, comm_key_size=comm_key_size,
@@ -130,11 +130,29 @@ class RIMCell(nn.Module):
         n = 2 if self.cell == "lstm" else 1
         return tuple(torch.zeros(shape, device=device, dtype=dtype) for _ in range(n))
 
-    def forward(self, x: Tensor, state: State) -> tuple[Tensor, State, Tensor]:
-        """Step once. Returns ``(output (B, hidden_size), new_state, mask (B, N))``."""
+    def forward(self, x: Tensor, state: Optional[State] = None) -> tuple[Tensor, State, Tensor]:
+        """Step once. Returns ``(output (B, hidden_size), new_state, mask (B, N))``.
+
+        ``state=None`` starts from :meth:`initial_state` (zeros in ``x``'s dtype and
+        device), as ``nn.LSTMCell`` does.
+
+        Raises:
+            ValueError: if ``x`` is not ``(batch, input_size)`` or ``state`` does not hold
+                ``(batch, num_units, hidden_size // num_units)`` tensors (two for LSTM
+                modules, one for GRU modules).
+        """
         if x.dim() != 2 or x.shape[1] != self.input_size:
             raise ValueError(
                 f"RIMCell expects input (batch, input_size={self.input_size}), got {tuple(x.shape)}"
+            )
+        if state is None:
+            state = self.initial_state(x.shape[0], x.device, x.dtype)
+        shape = (x.shape[0], self.num_units, self.unit_size)
+        n = 2 if self.cell == "lstm" else 1
+        if len(state) != n or any(tuple(s.shape) != shape for s in state):
+            raise ValueError(
+                f"RIMCell({self.cell!r}) expects a state of {n} tensor(s) of shape {shape}, "
+                f"got {[tuple(s.shape) for s in state]}"
             )
         keys, gates = self.project_input(x)
         state, mask = self.step(keys, gates, tuple(s.transpose(0, 1) for s in state))

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 __all__ = ["GroupGRUCell", "GroupLSTMCell", "GroupLinear"]
 
 
-def _check_positive(**kwargs: int) -> None:
+def check_positive(**kwargs: int) -> None:
     for name, value in kwargs.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name}={value!r} must be a positive integer")
@@ -66,7 +66,7 @@ class GroupLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, num_units: int, bias: bool = True):
         super().__init__()
-        _check_positive(in_features=in_features, out_features=out_features, num_units=num_units)
+        check_positive(in_features=in_features, out_features=out_features, num_units=num_units)
         self.in_features, self.out_features, self.num_units = in_features, out_features, num_units
         self.weight = nn.Parameter(torch.empty(num_units, in_features, out_features))
         self.bias = nn.Parameter(torch.empty(num_units, out_features)) if bias else None
@@ -99,7 +99,7 @@ class _GroupRNNCellBase(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int, num_units: int):
         super().__init__()
-        _check_positive(input_size=input_size, hidden_size=hidden_size, num_units=num_units)
+        check_positive(input_size=input_size, hidden_size=hidden_size, num_units=num_units)
         self.input_size, self.hidden_size, self.num_units = input_size, hidden_size, num_units
         g = self.gates * hidden_size
         self.weight_ih = nn.Parameter(torch.empty(num_units, input_size, g))

@@ -10,11 +10,15 @@ re-run any window of the sequence from its stored (detached) memory.
 
 The collector keeps its envs, last observation and memory between calls; its
 :meth:`~RolloutCollector.state_dict` is plain data, so a run resumes bit-for-bit.
+
+:func:`play` is the acting loop without training data: it yields one :class:`Step` per
+env step (evaluation, GIFs, module activity, failure analyses).
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +26,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Rollout", "RolloutCollector", "sample_actions"]
+from metarim.envs.protocols import CheckpointableVecEnv, PipelinedVecEnv
+
+__all__ = ["Rollout", "RolloutCollector", "Step", "play", "sample_actions"]
 
 State = tuple[Tensor, ...]
 
@@ -64,18 +70,23 @@ class RolloutCollector:
     """Collects :class:`Rollout` batches from ``envs`` with ``policy``.
 
     Args:
-        envs: a gymnasium vector env with same-step autoreset (``make_vec_env``).
+        envs: a vector env with same-step autoreset (``make_vec_env``); a
+            :class:`~metarim.envs.protocols.PipelinedVecEnv` is stepped slice by slice,
+            and :meth:`state_dict` needs a
+            :class:`~metarim.envs.protocols.CheckpointableVecEnv`.
         policy: a module ``(obs, state, done) -> (logits, value, state, masks)``.
         num_steps: ``T``, steps per env per rollout.
         reset_memory: zero the memory at episode starts.
     """
 
     def __init__(
-        self, envs: Any, policy: nn.Module, num_steps: int, *, reset_memory: bool = True
+        self, envs: CheckpointableVecEnv, policy: nn.Module, num_steps: int, *,
+        reset_memory: bool = True
     ) -> None:
         if num_steps < 1:
             raise ValueError(f"num_steps={num_steps} must be >= 1")
         self.envs, self.policy, self.num_steps = envs, policy, num_steps
+        self.piped = isinstance(envs, PipelinedVecEnv)
         self.reset_memory = reset_memory
         self.num_envs = envs.num_envs
         obs, _ = envs.reset()
@@ -104,10 +115,8 @@ class RolloutCollector:
         # and the envs overlap. Each slice's memory, actions and values are kept apart and
         # joined along the batch axis at the end; with one slice this is the plain loop.
         T, B = self.num_steps, self.num_envs
-        slices = getattr(self.envs, "slices", None)
-        piped = slices is not None and hasattr(self.envs, "step_async")
-        if not piped:
-            slices = [slice(0, B)]
+        piped = self.piped
+        slices = self.envs.slices if piped else [slice(0, B)]
         obs_buf = {k: np.empty((T, B, *v.shape[1:]), dtype=v.dtype) for k, v in self.obs.items()}
         starts, ends = np.empty((T, B), dtype=bool), np.empty((T, B), dtype=bool)
         rewards = np.empty((T, B), dtype=np.float32)
@@ -191,12 +200,7 @@ class RolloutCollector:
 
     def state_dict(self) -> dict[str, Any]:
         """Plain-data state: observation, memory, episode counters and env states."""
-        if hasattr(self.envs, "get_states"):
-            env_states = self.envs.get_states()
-        elif hasattr(self.envs, "envs"):
-            env_states = [e.get_state() for e in self.envs.envs]
-        else:
-            raise RuntimeError("only synchronous or worker vector envs can be checkpointed")
+        env_states = self.envs.get_states()
         return {
             "obs": {k: torch.from_numpy(v.copy()) for k, v in self.obs.items()},
             "start": torch.from_numpy(self.start.copy()),
@@ -210,15 +214,100 @@ class RolloutCollector:
         """Restores :meth:`state_dict`, replaying each env's episode so far."""
         if len(state["envs"]) != self.num_envs:
             raise ValueError("collector state does not match these envs")
-        if hasattr(self.envs, "set_states"):
-            self.envs.set_states(state["envs"])
-        elif hasattr(self.envs, "envs"):
-            for env, s in zip(self.envs.envs, state["envs"]):
-                env.set_state(s)
-        else:
-            raise ValueError("only synchronous or worker vector envs can be restored")
+        self.envs.set_states(state["envs"])
         self.obs = {k: v.numpy().copy() for k, v in state["obs"].items()}
         self.start = state["start"].numpy().copy()
         self.memory = tuple(m.clone() for m in state["memory"])
         self.ep_return = state["ep_return"].numpy().copy()
         self.ep_length = state["ep_length"].numpy().copy()
+
+
+@dataclass
+class Step:
+    """One step of :func:`play` over ``B`` envs (``B = 1`` for a single env)."""
+
+    obs: dict[str, np.ndarray]
+    """The observations acted on, ``(B, ...)`` per key."""
+    actions: np.ndarray
+    """``(B,)`` actions taken."""
+    reward: np.ndarray
+    """``(B,)`` rewards received."""
+    terminated: np.ndarray
+    """``(B,)`` bool: the episode ended (success or failure)."""
+    truncated: np.ndarray
+    """``(B,)`` bool: the episode hit its step limit."""
+    masks: Tensor | None
+    """``(B, N)`` RIM activity masks of this step, ``None`` for a memory without modules."""
+
+    @property
+    def done(self) -> np.ndarray:
+        """``(B,)`` bool: ``terminated | truncated``."""
+        return np.logical_or(self.terminated, self.truncated)
+
+
+@torch.no_grad()
+def play(
+    policy: nn.Module, envs: Any, *, greedy: bool = False, reset_memory: bool = True,
+    obs: dict[str, Any] | None = None,
+) -> Iterator[Step]:
+    r"""Acts with ``policy`` in ``envs``, one :class:`Step` per env step, without gradients.
+
+    At each step the policy reads the observations :math:`o_t` and its memory
+    :math:`h_t` (zeroed where an episode starts, when ``reset_memory``), and the action is
+    :math:`a_t \sim \pi(\cdot \mid o_t, h_t)` (``argmax`` when ``greedy``), drawn by
+    :func:`sample_actions` from torch's global generator: with the same seeds, the same
+    episodes.
+
+    Args:
+        policy: a module ``(obs, state, done) -> (logits, value, state, masks)``.
+        envs: a vector env with same-step autoreset (``make_vec_env``; it has
+            ``num_envs``): the loop runs until the caller stops iterating. Or a single
+            env (no ``num_envs``): the loop plays one episode and stops, leaving the
+            env at the episode's last state (a caller may render or inspect it).
+        greedy: take the most probable action instead of sampling.
+        reset_memory: zero the memory where an episode starts (as in training).
+        obs: the current observation (from ``envs.reset()`` by the caller, e.g. one
+            with an explicit seed); default: ``envs.reset()`` here.
+
+    The caller owns ``envs`` and closes it: a generator's ``finally`` runs only when the
+    generator is closed or collected, which after a ``break`` is not a fixed point in
+    time, so closing here would leave the envs open for an unknown while or close envs
+    the caller still uses.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> from metarim.envs.minigrid import make_env
+        >>> from metarim.rl.policy import ActorCritic
+        >>> from metarim.tasks.task import Task
+        >>> from metarim.tasks.vocab import Vocab
+        >>> vocab = Vocab()
+        >>> env = make_env(Task("BabyAI-GoToLocalS6N2-v0"), vocab, seed=0)
+        >>> policy = ActorCritic(int(env.action_space.n), vocab.max_size, hidden_size=16)
+        >>> steps = list(play(policy, env))
+        >>> bool(steps[-1].done[0]) and not any(s.done[0] for s in steps[:-1])
+        True
+    """
+    single = getattr(envs, "num_envs", None) is None
+    if obs is None:
+        obs, _ = envs.reset()
+    num_envs = 1 if single else int(envs.num_envs)
+    memory = policy.initial_state(num_envs)
+    start = np.ones(num_envs, dtype=bool)
+    while True:
+        batch = {k: np.asarray(v)[None] if single else np.asarray(v) for k, v in obs.items()}
+        o = {k: torch.from_numpy(v).unsqueeze(0) for k, v in batch.items()}
+        done = torch.from_numpy(start).unsqueeze(0) if reset_memory else None
+        logits, _, memory, masks = policy(o, memory, done)
+        actions, _ = sample_actions(logits[0], greedy=greedy)
+        a = actions.numpy()
+        if single:
+            obs, rew, term, trunc, _ = envs.step(int(a[0]))
+            rew, term, trunc = np.array([rew], dtype=float), np.array([term]), np.array([trunc])
+        else:
+            obs, rew, term, trunc, _ = envs.step(a)
+            rew, term, trunc = np.asarray(rew), np.asarray(term), np.asarray(trunc)
+        step = Step(batch, a, rew, term.astype(bool), trunc.astype(bool), None if masks is None else masks[0])
+        yield step
+        start = step.done
+        if single and start[0]:
+            return

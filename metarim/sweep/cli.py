@@ -48,8 +48,7 @@ def sweep_command(args: argparse.Namespace) -> int:
         data = _report(args.dir, args)
         print(json.dumps({"out": str(args.dir), "groups": list(data["summary"]), "runs": len(data["runs"])}))
         return 0
-    from metarim.sweep.run import check_runs, run_sweep
-    from metarim.sweep.spec import expand_sweep, load_sweep
+    from metarim.sweep import check_runs, expand_sweep, load_sweep, run_sweep
 
     out = pathlib.Path(args.out)
     if out.exists() and not out.is_dir():

@@ -28,10 +28,11 @@ import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import metarim._version
 from metarim.sweep.run import Result, RunLock, train_run
 from metarim.sweep.spec import SweepRun
 
-__all__ = ["pack_folder", "run_ray", "unpack_folder"]
+__all__ = ["pack_folder", "run", "unpack_folder"]
 
 EXTRA = "pip install 'metarim[ray]'"
 
@@ -87,17 +88,26 @@ def _init(ray: Any, address: str | None, max_parallel: int | None) -> None:
     if ray.is_initialized():
         return
     if address is not None:
-        import metarim
-
-        # ship this metarim to the cluster, so its workers run the driver's version
-        ray.init(address=address, runtime_env={"py_modules": [metarim]}, log_to_driver=True)
+        # ship this metarim (the package folder) to the cluster, so its workers run the
+        # driver's version
+        package = str(pathlib.Path(metarim._version.__file__).parent)
+        ray.init(address=address, runtime_env={"py_modules": [package]}, log_to_driver=True)
     else:
         ray.init(num_cpus=max_parallel or os.cpu_count() or 1, include_dashboard=False)
 
 
-def run_ray(todo: Sequence[SweepRun], out: pathlib.Path, *, address: str | None, max_parallel: int | None,
-            report: Callable[[SweepRun, Result], None]) -> bool:
-    """Runs ``todo`` as Ray tasks; returns ``False`` if interrupted by Ctrl-C.
+def run(todo: Sequence[SweepRun], out: pathlib.Path, *, address: str | None = None,
+        max_parallel: int | None = None, report: Callable[[SweepRun, Result], None]) -> bool:
+    """Trains ``todo`` as Ray tasks; returns ``False`` if interrupted by Ctrl-C.
+
+    Args:
+        todo: the runs to train.
+        out: the sweep folder ``DIR``.
+        address: Ray cluster address (``None`` starts a local Ray for the sweep).
+        max_parallel: tasks at once (default: the CPU count on a local Ray; on a
+            cluster, every run, and Ray's scheduler decides).
+        report: called with each run and its :func:`~metarim.sweep.run.train_run`
+            result as it finishes.
 
     Raises:
         ValueError: Ray is not installed (the message names the extra) or cannot connect.
@@ -117,27 +127,27 @@ def run_ray(todo: Sequence[SweepRun], out: pathlib.Path, *, address: str | None,
     try:
         while pending or inflight:
             while pending and len(inflight) < limit:
-                run = pending.pop(0)
-                folder = out / "runs" / run.name
-                lock = RunLock(out / ".locks" / f"{run.name}.lock").__enter__()
+                job = pending.pop(0)
+                folder = out / "runs" / job.name
+                lock = RunLock(out / ".locks" / f"{job.name}.lock").__enter__()
                 if not lock.acquired:
-                    report(run, {"status": "busy", "error": "another process holds the run's lock", "seconds": 0.0})
+                    report(job, {"status": "busy", "error": "another process holds the run's lock", "seconds": 0.0})
                     continue
                 data = pack_folder(folder) if (folder / "config.json").is_file() else None
-                inflight[task.remote(run.config, run.name, data, sys.argv)] = (run, lock)
+                inflight[task.remote(job.config, job.name, data, sys.argv)] = (job, lock)
             if not inflight:
                 continue
             ready, _ = ray.wait(list(inflight), num_returns=1)
-            run, lock = inflight.pop(ready[0])
+            job, lock = inflight.pop(ready[0])
             try:
                 res = ray.get(ready[0])
             except Exception as e:  # the task or its worker died
                 res = {"status": "failed", "error": f"ray task failed: {type(e).__name__}: {e}", "seconds": None}
             data = res.pop("folder", None)
             if data is not None:
-                unpack_folder(data, out / "runs" / run.name)
+                unpack_folder(data, out / "runs" / job.name)
             lock.__exit__()
-            report(run, res)
+            report(job, res)
     except KeyboardInterrupt:
         for ref, (_run, lock) in inflight.items():
             ray.cancel(ref, force=True)

@@ -12,6 +12,8 @@ learner at one level and grid point, over its seeds). Per run, from ``metrics.cs
 A run folder may also hold ``measurements.json``, ``{metric: number}`` (e.g. fast
 adaptation results written by an evaluation script); each metric becomes a column.
 Cells: mean over seeds [95 % bootstrap CI], Welch p against the reference group.
+``summary.json`` is strict JSON: a number that is not finite (a Welch p with one seed, a
+metric never reached) is ``null``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,19 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["curve_metrics", "read_runs", "sweep_report"]
+from metarim.reporting.plotting import plot_curves
+from metarim.reporting.report import (
+    finite_or_none,
+    frames_to_threshold,
+    summarize,
+    summary_markdown,
+)
+
+__all__ = ["REFERENCE_ALGO", "curve_metrics", "read_runs", "sweep_report"]
+
+REFERENCE_ALGO = "metarim"
+"""The learner (``config["algo"]`` of a run) whose group is the default reference of
+the Welch tests: the method the comparisons are about."""
 
 
 def curve_metrics(frames: Sequence[float], success: Sequence[float], returns: Sequence[float],
@@ -37,8 +51,6 @@ def curve_metrics(frames: Sequence[float], success: Sequence[float], returns: Se
         >>> m["frames_to_0.8"], m["final_success"], s[0]
         (20, 1.0, nan)
     """
-    from metarim.reporting.report import frames_to_threshold
-
     seen, total = [], 0.0
     for n in episodes:
         total += n
@@ -87,17 +99,14 @@ def sweep_report(folder: str | pathlib.Path, *, window: int = 100, threshold: fl
         folder: a sweep folder (``runs/<name>/`` below it).
         window: episodes before a run's success rate counts.
         threshold: success rate of ``frames_to_<threshold>``.
-        reference: group for the Welch tests (default: a group whose learner is
-            ``metarim``, else the first).
+        reference: group for the Welch tests (default: the group of the first run whose
+            learner is :data:`REFERENCE_ALGO`, else the first group).
         max_frames: cut every curve at this many frames (see :func:`read_runs`); the
             final success is then the success at that budget.
 
     Raises:
         ValueError: no run folder with metrics below ``folder/runs``.
     """
-    from metarim.reporting.plotting import plot_curves
-    from metarim.reporting.report import summarize, summary_markdown
-
     folder = pathlib.Path(folder)
     runs = read_runs(folder, max_frames=max_frames)
     if not runs:
@@ -119,7 +128,7 @@ def sweep_report(folder: str | pathlib.Path, *, window: int = 100, threshold: fl
                 extra_cols += [name] if name not in extra_cols else []
         curves.setdefault(r["group"], []).append((m["frames"], m["success"]))
     if reference is None:
-        reference = next((g for g in per if g.split("-")[0] == "metarim"), next(iter(per)))
+        reference = next((r["group"] for r in runs if r["config"].get("algo") == REFERENCE_ALGO), next(iter(per)))
     summary = summarize(per, reference=reference)
     cols = [(key, f"frames to {threshold:g}"), ("final_success", "final success"), ("final_return", "final return")]
     cols += [(n, n) for n in extra_cols]
@@ -135,6 +144,7 @@ def sweep_report(folder: str | pathlib.Path, *, window: int = 100, threshold: fl
     data = {"reference": reference, "window": window, "threshold": threshold, "max_frames": max_frames,
             "summary": summary,
             "runs": [{k: v for k, v in r.items() if k != "columns"} for r in runs]}
-    (folder / "summary.json").write_text(json.dumps(data, indent=1, default=float))
+    # strict JSON: NaN (no Welch test, no value yet) is written as null
+    (folder / "summary.json").write_text(json.dumps(finite_or_none(data), indent=1, default=float, allow_nan=False))
     plot_curves(curves, folder / "curves.png", title=f"{', '.join(levels)}", threshold=threshold)
     return data

@@ -8,7 +8,9 @@ A sweep file is a JSON object (or YAML, when PyYAML is installed and the file en
 * ``seeds`` (required): a list of integers;
 * ``levels``: a list of level ids (default: ``base.env``, else the TrainConfig default);
 * ``grid``: ``{field: [values]}``, the Cartesian product of which is swept;
-* ``base``: overrides shared by every run.
+* ``base``: overrides shared by every run;
+* ``notes``: text for readers (JSON has no comments), a string or ``{label: text}``;
+  not used to build runs.
 
 A run's config is ``TrainConfig`` defaults < ``base`` < learner < grid point <
 ``{"env": level, "seed": seed}``. Its name, which is also its folder under
@@ -38,7 +40,7 @@ from typing import Any
 
 __all__ = ["SweepRun", "expand_sweep", "load_sweep"]
 
-_KEYS = {"learners", "seeds", "levels", "grid", "base"}
+_KEYS = {"learners", "seeds", "levels", "grid", "base", "notes"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,12 +97,16 @@ def load_sweep(path: str | pathlib.Path) -> dict[str, Any]:
 
 
 def expand_sweep(spec: dict[str, Any]) -> list[SweepRun]:
-    """All runs of a sweep spec, seeds outermost; every config is validated.
+    """All runs of a sweep spec, seeds outermost; every config is validated, and
+    ``inner_lr=None`` takes its learner's default (``Learner.default_inner_lr``), so that
+    a run's config is what its ``config.json`` will hold. The learners' own checks run
+    in :func:`~metarim.sweep.run.check_runs`.
 
     Raises:
         ValueError: unknown keys, wrong shapes, an invalid config (naming the run), or
             two runs with the same name.
     """
+    from metarim.algorithms import LEARNERS
     from metarim.config import TrainConfig
 
     unknown = sorted(set(spec) - _KEYS)
@@ -116,6 +122,9 @@ def expand_sweep(spec: dict[str, Any]) -> list[SweepRun]:
         raise ValueError("sweep: 'base' must be an object of config overrides")
     if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
         raise ValueError("sweep: 'grid' must be an object of {field: [values, ...]}")
+    notes = spec.get("notes", "")
+    if not isinstance(notes, str) and not (isinstance(notes, dict) and all(isinstance(v, str) for v in notes.values())):
+        raise ValueError("sweep: 'notes' must be a string or an object of strings")
     levels = spec.get("levels", [base.get("env", TrainConfig.env)])
     if not isinstance(levels, list) or not levels or not all(isinstance(v, str) for v in levels):
         raise ValueError("sweep: 'levels' must be a non-empty list of level ids")
@@ -132,7 +141,10 @@ def expand_sweep(spec: dict[str, Any]) -> list[SweepRun]:
         group = "-".join(parts)
         data = {**base, **learners[label], **point, "env": level, "seed": seed}
         try:
-            config = TrainConfig.from_dict(data).to_dict()
+            cfg = TrainConfig.from_dict(data)
+            if cfg.inner_lr is None and cfg.algo in LEARNERS:  # an unknown algo: check_runs refuses it
+                cfg.inner_lr = LEARNERS[cfg.algo].default_inner_lr
+            config = cfg.to_dict()
         except (TypeError, ValueError) as e:
             raise ValueError(f"sweep: run {group}-s{seed}: {e}") from None
         runs.append(SweepRun(f"{group}-s{seed}", group, label, config))

@@ -1,5 +1,8 @@
-"""Tasks as data: descriptions, samplers, the vocabulary. No env package is imported;
-envs are built from tasks by :mod:`metarim.envs`."""
+"""Tasks as data: descriptions, samplers, the vocabulary and the seeding of episodes.
+
+Nothing here steps an env or imports an env package; :mod:`metarim.envs` builds envs from
+tasks.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +15,12 @@ from metarim.tasks.samplers import (
     make_sampler,
     register_sampler,
 )
+from metarim.tasks.seeding import MAX_FILTER_TRIES, draw_episode, env_seeds
 from metarim.tasks.task import MissionFilter, Task
 from metarim.tasks.vocab import Vocab
 
 __all__ = [
+    "MAX_FILTER_TRIES",
     "SAMPLERS",
     "LevelSampler",
     "MissionFilter",
@@ -24,6 +29,8 @@ __all__ = [
     "Task",
     "TaskSampler",
     "Vocab",
+    "draw_episode",
+    "env_seeds",
     "make_sampler",
     "register_sampler",
 ]

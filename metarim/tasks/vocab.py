@@ -73,6 +73,21 @@ class Vocab:
         inv = {i: w for w, i in self.words.items()}
         return " ".join(inv.get(int(i), "<unk>") for i in np.asarray(ids) if int(i) != self.PAD)
 
+    def replace_with(self, other: Vocab) -> None:
+        """Takes ``other``'s words in place (size, length and frozen flag stay), so that
+        every holder of this object (envs, workers) sees them; the encoding cache is
+        dropped.
+
+        Example:
+            >>> v, saved = Vocab(), Vocab(words=["go", "north"])
+            >>> v.replace_with(saved)
+            >>> v.encode("go north")[:3].tolist()
+            [2, 3, 0]
+        """
+        self.words.clear()
+        self.words.update(other.words)
+        self._cache.clear()
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
         return {"max_size": self.max_size, "max_len": self.max_len, "words": list(self.words)[2:]}

@@ -2,11 +2,12 @@
 
 The tensor env never generates a level: every episode's grid, agent pose, goal cells
 and mission come from resetting the real minigrid level with the episode's seed and
-copying its grid into flat byte arrays (:class:`LayoutGenerator`). The episode seeds
-are drawn exactly as :class:`metarim.envs.minigrid.TaskEnv` draws them
-(:class:`EpisodeStream`: a private ``numpy.random.default_rng(seed)``, a draw in the
-task's seed range, redrawn until the mission passes the task's filter), so an env
-seeded like the gymnasium vector env meets the same episodes in the same order.
+copying its grid, the instruction's objects and box contents into flat arrays of cell words (:class:`LayoutGenerator`). The episode seeds
+are drawn as :class:`metarim.envs.minigrid.TaskEnv` draws them, by the same function
+(:class:`EpisodeStream`: a private ``numpy.random.default_rng(seed)`` and
+:func:`~metarim.tasks.seeding.draw_episode`, a draw in the task's seed range, redrawn
+until the mission passes the task's filter), so an env seeded like the gymnasium vector
+env meets the same episodes in the same order.
 
 Since a layout depends only on ``(level, env_kwargs, episode seed)``, layouts can be
 made ahead of time, in another process (:mod:`metarim.envs.tensor.prefetch`), and cached.
@@ -16,10 +17,11 @@ Example:
     >>> lay = gen.generate(0)
     >>> lay.mission, lay.max_steps, int(lay.target.sum()) >= 1
     ('go to the blue key', 25, True)
-    >>> check_supported("BabyAI-GoTo-v0")
-    Traceback (most recent call last):
-    ...
-    ValueError: level 'BabyAI-GoTo-v0' is not supported by the tensor env; supported: BabyAI-GoToLocal-v0, BabyAI-GoToLocalS5N2-v0, BabyAI-GoToLocalS6N2-v0, BabyAI-GoToLocalS6N3-v0, BabyAI-GoToLocalS6N4-v0, BabyAI-GoToLocalS7N4-v0, BabyAI-GoToLocalS7N5-v0, BabyAI-GoToLocalS8N2-v0, BabyAI-GoToLocalS8N3-v0, BabyAI-GoToLocalS8N4-v0, BabyAI-GoToLocalS8N5-v0, BabyAI-GoToLocalS8N6-v0, BabyAI-GoToLocalS8N7-v0, BabyAI-GoToObj-v0, BabyAI-GoToObjS4-v0, BabyAI-GoToObjS6-v1, BabyAI-GoToRedBall-v0, BabyAI-GoToRedBallGrey-v0, BabyAI-GoToRedBallNoDists-v0
+    >>> try:
+    ...     check_supported("BabyAI-GoTo-v0")
+    ... except ValueError as e:
+    ...     print(str(e)[:69])
+    level 'BabyAI-GoTo-v0' is not supported by the tensor env; supported:
 """
 
 from __future__ import annotations
@@ -32,9 +34,29 @@ from typing import Any
 
 import numpy as np
 
-from metarim.envs.tensor.codes import EMPTY, VIEW, WALL, encode_cell
+from metarim.envs.tensor.codes import (
+    CODE_MASK,
+    CONTENTS_SHIFT,
+    EMPTY,
+    GOTO,
+    IS_GOAL,
+    IS_LAVA,
+    NONE,
+    OPEN,
+    PICKUP,
+    PUTNEXT,
+    TAG_ACT,
+    TAG_POS,
+    VIEW,
+    WALL,
+    encode_cell,
+)
+from metarim.tasks.seeding import draw_episode
+from metarim.tasks.task import Task
 
 __all__ = [
+    "GOTO_LEVELS",
+    "LEVELS",
     "PAD",
     "SUPPORTED_LEVELS",
     "EpisodeStream",
@@ -46,7 +68,7 @@ __all__ = [
 PAD = VIEW - 1
 """Wall cells added on every side, so that any 7×7 view is an in-bounds gather."""
 
-SUPPORTED_LEVELS = (
+GOTO_LEVELS = (
     "BabyAI-GoToLocal-v0",
     *(f"BabyAI-GoToLocalS{s}N{n}-v0" for s, n in
       ((5, 2), (6, 2), (6, 3), (6, 4), (7, 4), (7, 5), (8, 2), (8, 3), (8, 4), (8, 5), (8, 6), (8, 7))),
@@ -57,9 +79,36 @@ SUPPORTED_LEVELS = (
     "BabyAI-GoToRedBallGrey-v0",
     "BabyAI-GoToRedBallNoDists-v0",
 )
-"""Level ids the tensor env reproduces exactly: one room, a ``GoToInstr``, no doors."""
+"""The one-room GoTo levels (``GoToInstr``, no doors)."""
 
-_CLASSES = ("GoToLocal", "GoToObj", "GoToRedBall", "GoToRedBallGrey", "GoToRedBallNoDists")
+LEVELS = (
+    *GOTO_LEVELS,
+    "BabyAI-GoToObjDoor-v0",
+    "BabyAI-PickupLoc-v0",
+    "BabyAI-PickupDist-v0",
+    "BabyAI-PutNextLocal-v0",
+    "BabyAI-PutNextLocalS5N3-v0",
+    "BabyAI-PutNextLocalS6N4-v0",
+    "BabyAI-PutNextS4N1-v0",
+    "BabyAI-PutNextS5N1-v0",
+    "BabyAI-PutNextS5N2-v0",
+    "BabyAI-PutNextS6N3-v0",
+    "BabyAI-PutNextS7N4-v0",
+    "BabyAI-OpenDoor-v0",
+    "BabyAI-OpenDoorLoc-v0",
+    "BabyAI-UnlockLocal-v0",
+    "BabyAI-KeyInBox-v0",
+    *(f"MiniGrid-Empty-{n}x{n}-v0" for n in (5, 6, 8, 16)),
+    *(f"MiniGrid-DoorKey-{n}x{n}-v0" for n in (5, 6, 8, 16)),
+    "MiniGrid-MultiRoom-N2-S4-v0",
+    "MiniGrid-MultiRoom-N4-S5-v0",
+    *(f"MiniGrid-LavaGapS{n}-v0" for n in (5, 6, 7)),
+    *(f"MiniGrid-KeyCorridorS3R{n}-v0" for n in (1, 2, 3)),
+)
+"""Candidate level ids: the ones the tensor env implements (see :data:`SUPPORTED_LEVELS`)."""
+
+SUPPORTED_LEVELS = LEVELS
+"""Level ids the tensor env reproduces exactly (``tests/test_tensor_levels.py`` proves each)."""
 
 
 def check_supported(level: str) -> None:
@@ -75,13 +124,20 @@ class Layout:
     """The initial state of one episode, on the padded grid (see :class:`LayoutGenerator`).
 
     Attributes:
-        grid: ``(Wp * Hp,)`` uint8 cell codes, index ``(x + PAD) * Hp + (y + PAD)``.
-        target: ``(Wp * Hp,)`` bool, the cells ``GoToInstr`` succeeds in front of.
+        grid: ``(Wp * Hp,)`` int64 cell words (code, instruction tags, box contents; see
+            :mod:`~metarim.envs.tensor.codes`), index ``(x + PAD) * Hp + (y + PAD)``.
+        target: ``(Wp * Hp,)`` bool, the cells of the objects whose positions the
+            instruction checks (``GoToInstr``: the described objects; ``PutNextInstr``:
+            the fixed ones).
         pos: flat index of the agent's cell.
         dir: agent direction (0 right, 1 down, 2 left, 3 up).
         max_steps: the episode's step limit.
         mission: the mission string.
         seed: the episode seed.
+        kind: the instruction kind (:data:`~metarim.envs.tensor.codes.NONE` ... ``PUTNEXT``).
+        strict: the verifier's ``strict`` flag.
+        see_through: the level's ``see_through_walls``.
+        hazards: the grid has goal or lava cells.
         rng_state: the episode-seed generator's state after drawing ``seed`` (what
             ``TaskEnv.get_state`` saves), or ``None`` outside an :class:`EpisodeStream`.
     """
@@ -93,6 +149,10 @@ class Layout:
     max_steps: int
     mission: str
     seed: int
+    kind: int = GOTO
+    strict: bool = False
+    see_through: bool = False
+    hazards: bool = False
     rng_state: dict[str, Any] | None = None
 
 
@@ -119,6 +179,37 @@ def _check_objs_reachable(env: Any, raise_exc: bool = True) -> bool:
                 return False
             raise RejectSampling(f"unreachable object at {(k % w, k // w)}")
     return True
+
+
+def _check_step(level: str, env: Any) -> None:
+    """Refuses an env whose ``step`` is not one the tensor core implements."""
+    from minigrid.envs.babyai.core.roomgrid_level import RoomGridLevel
+    from minigrid.envs.keycorridor import KeyCorridorEnv
+    from minigrid.minigrid_env import MiniGridEnv
+
+    if type(env).step not in (MiniGridEnv.step, RoomGridLevel.step, KeyCorridorEnv.step):
+        raise ValueError(f"{level!r}: {type(env).__name__}.step is not implemented by the tensor env")
+
+
+def _instruction(level: str, env: Any) -> tuple[int, bool, list[Any], list[Any]]:
+    """``(kind, strict, acted-on objects, position-checked objects)`` of the episode."""
+    from minigrid.envs.babyai.core import verifier as v
+    from minigrid.envs.keycorridor import KeyCorridorEnv
+
+    if isinstance(env, KeyCorridorEnv):
+        return PICKUP, False, [env.obj], []
+    instr = getattr(env, "instrs", None)
+    if instr is None:
+        return NONE, False, [], []
+    if type(instr) is v.GoToInstr:
+        return GOTO, False, [], list(instr.desc.obj_set)
+    if type(instr) is v.PickupInstr:
+        return PICKUP, bool(instr.strict), list(instr.desc.obj_set), []
+    if type(instr) is v.OpenInstr:
+        return OPEN, bool(instr.strict), list(instr.desc.obj_set), []
+    if type(instr) is v.PutNextInstr:
+        return PUTNEXT, bool(instr.strict), list(instr.desc_move.obj_set), list(instr.desc_fixed.obj_set)
+    raise ValueError(f"{level!r}: instruction {type(instr).__name__} is not implemented by the tensor env")
 
 
 class LayoutGenerator:
@@ -155,11 +246,13 @@ class LayoutGenerator:
         # observation is never used (a quarter of a reset), and the reachability check
         # of rejection sampling runs on the cell list (a third of the rest).
         env.gen_obs = lambda: None
-        env.check_objs_reachable = functools.partial(_check_objs_reachable, env)
-        if type(env).__name__ not in _CLASSES or env.num_rows != 1 or env.num_cols != 1:
-            raise ValueError(f"{level!r} with {dict(env_kwargs)} is not a one-room GoTo level")
-        if env.agent_view_size != VIEW or env.see_through_walls:
-            raise ValueError(f"the tensor env needs agent_view_size={VIEW} and see_through_walls=False")
+        if hasattr(env, "check_objs_reachable"):
+            env.check_objs_reachable = functools.partial(_check_objs_reachable, env)
+        if env.agent_view_size != VIEW:
+            raise ValueError(f"{level!r}: the tensor env needs agent_view_size={VIEW}")
+        if getattr(env, "start_carrying", False):
+            raise ValueError(f"{level!r}: start_carrying=True is not supported by the tensor env")
+        _check_step(level, env)
         self.width, self.height = env.width, env.height
         gw, gh = grid_size or (env.width, env.height)
         if gw < env.width or gh < env.height:
@@ -183,41 +276,55 @@ class LayoutGenerator:
                 if len(self._cache) >= self.cache_size:
                     del self._cache[next(iter(self._cache))]
                 self._cache[seed] = lay
-        return Layout(lay.grid, lay.target, lay.pos, lay.dir, lay.max_steps, lay.mission, lay.seed)
+        return Layout(lay.grid, lay.target, lay.pos, lay.dir, lay.max_steps, lay.mission, lay.seed, lay.kind,
+                      lay.strict, lay.see_through, lay.hazards)
 
     def _generate(self, seed: int) -> Layout:
         env = self.env
         with contextlib.redirect_stdout(io.StringIO()):  # "Sampling rejected: ..."
             env.reset(seed=seed)
         w, h = self.width, self.height
-        grid = np.full((self.wp, self.hp), WALL, dtype=np.uint8)
-        inner = np.full((w, h), EMPTY, dtype=np.uint8)
+        kind, strict, act, posd = _instruction(self.level, env)
+        grid = np.full((self.wp, self.hp), WALL, dtype=np.int64)
+        inner = np.full((w, h), EMPTY, dtype=np.int64)
         for k, obj in enumerate(env.grid.grid):
             if obj is not None:
-                if getattr(obj, "contains", None) is not None:
-                    raise ValueError(f"seed {seed}: a box with contents is not supported")
-                enc = obj.encode()
-                code = self._code.get(enc)
-                if code is None:
-                    code = self._code[enc] = encode_cell(*enc)
-                inner[k % w, k // w] = code
+                word = self._encode(obj)
+                contains = getattr(obj, "contains", None)
+                if contains is not None:
+                    if getattr(contains, "contains", None) is not None:
+                        raise ValueError(f"{self.level!r} seed {seed}: nested box contents are not supported")
+                    word |= self._encode(contains) << CONTENTS_SHIFT
+                if any(obj is o for o in act):
+                    word |= TAG_ACT
+                if any(obj is o for o in posd):
+                    word |= TAG_POS
+                inner[k % w, k // w] = word
+        if env.carrying is not None:
+            raise ValueError(f"{self.level!r}: an episode that starts carrying is not supported by the tensor env")
         grid[PAD : PAD + w, PAD : PAD + h] = inner
-        target = np.zeros_like(grid, dtype=bool)
-        for x, y in env.instrs.desc.obj_poss:
-            target[x + PAD, y + PAD] = True
+        grid = grid.reshape(-1)
         ax, ay = env.agent_pos
         return Layout(
-            grid=grid.reshape(-1), target=target.reshape(-1), pos=self.flat(int(ax), int(ay)),
+            grid=grid, target=(grid & TAG_POS) != 0, pos=self.flat(int(ax), int(ay)),
             dir=int(env.agent_dir), max_steps=int(env.max_steps), mission=env.mission, seed=int(seed),
+            kind=kind, strict=strict, see_through=bool(env.see_through_walls),
+            hazards=bool((IS_GOAL | IS_LAVA)[grid & CODE_MASK].any()),
         )
+
+    def _encode(self, obj: Any) -> int:
+        enc = obj.encode()
+        code = self._code.get(enc)
+        if code is None:
+            code = self._code[enc] = encode_cell(*enc)
+        return code
 
 
 class EpisodeStream:
     """The episodes one ``TaskEnv`` meets, in order, as layouts.
 
-    ``next()`` draws the next episode seed from ``default_rng(seed)`` in
-    ``[task.seed_start, task.seed_stop)`` and redraws while the task's mission filter
-    rejects the mission, exactly as ``TaskEnv.reset`` does.
+    ``next()`` draws the next episode with :func:`~metarim.tasks.seeding.draw_episode`
+    from ``default_rng(seed)``, as ``TaskEnv.reset`` does.
 
     Args:
         task: a :class:`~metarim.tasks.task.Task` on a supported level.
@@ -225,7 +332,7 @@ class EpisodeStream:
         generator: a :class:`LayoutGenerator` for the task's level (built if ``None``).
     """
 
-    def __init__(self, task: Any, seed: int, generator: LayoutGenerator | None = None) -> None:
+    def __init__(self, task: Task, seed: int, generator: LayoutGenerator | None = None) -> None:
         self.task = task
         self.generator = generator or LayoutGenerator(task.level, task.env_kwargs)
         self.rng = np.random.default_rng(seed)
@@ -236,13 +343,7 @@ class EpisodeStream:
 
     def next(self) -> Layout:
         """The next episode's layout."""
-        from metarim.envs.minigrid import MAX_FILTER_TRIES
-
-        mf = self.task.mission_filter
-        for _ in range(MAX_FILTER_TRIES):
-            seed = int(self.rng.integers(self.task.seed_start, self.task.seed_stop))
-            lay = self.generator.generate(seed)
-            if mf is None or mf.matches(lay.mission):
-                lay.rng_state = self.rng.bit_generator.state
-                return lay
-        raise RuntimeError(f"no mission of {self.task.level} passed {mf} in {MAX_FILTER_TRIES} tries")
+        _, lay = draw_episode(self.task, self.rng, self.generator.generate,
+                              mission=lambda lay: lay.mission)
+        lay.rng_state = self.rng.bit_generator.state
+        return lay

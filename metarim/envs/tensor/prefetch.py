@@ -8,91 +8,28 @@ consumes one, keeping ``depth`` in flight, and blocks only when an env's queue i
 Reseeding or restoring an env bumps its epoch, so layouts of the old stream that are
 still in flight are dropped.
 
-Workers are ``python -m metarim.envs.tensor.prefetch`` subprocesses talking length-prefixed
-pickles over two pipes (no ``fork`` of a process that holds torch threads, and no
-re-import of the caller's ``__main__`` as ``multiprocessing``'s spawn does).
-Protocol (parent → worker): first ``(specs, grid_size, cache_size)``, then ``("take", [b, ...])``, ``("seed", b, epoch, seed)``,
-``("state", b, epoch, rng_state)``, EOF to stop; (worker → parent): lists of
-``(b, epoch, layout)``.
+Workers are :mod:`metarim.envs._ipc` processes talking length-prefixed pickles over two
+pipes (no ``fork`` of a process that holds torch threads, and no re-import of the
+caller's ``__main__`` as ``multiprocessing``'s spawn does). Protocol (parent → worker):
+first ``(specs, grid_size, cache_size)``, then ``("take", [b, ...])``, ``("seed", b,
+epoch, seed)``, ``("state", b, epoch, rng_state)``, EOF to stop; (worker → parent): lists
+of ``(b, epoch, layout)``.
 """
 
 from __future__ import annotations
 
 import collections
-import os
-import pickle
-import select
-import signal
-import struct
-import subprocess
-import sys
-import weakref
 from typing import Any
 
+from metarim.envs import _ipc
 from metarim.envs.tensor.layouts import EpisodeStream, Layout, LayoutGenerator
 
 __all__ = ["PrefetchSource"]
 
-_HEADER = struct.Struct("<Q")
-
-
-def _send(fd: int, obj: Any) -> None:
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    view = memoryview(_HEADER.pack(len(data)) + data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _read(fd: int, n: int) -> bytes:
-    chunks, left = [], n
-    while left:
-        chunk = os.read(fd, left)
-        if not chunk:
-            raise EOFError("layout worker closed its pipe")
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
-
-
-def _recv(fd: int) -> Any:
-    (n,) = _HEADER.unpack(_read(fd, _HEADER.size))
-    return pickle.loads(_read(fd, n))
-
-
-def _ready(fd: int) -> bool:
-    return bool(select.select([fd], [], [], 0)[0])
-
-
-def spawn_worker(module: str) -> tuple[int, int, subprocess.Popen]:
-    """Starts ``python -m module RFD WFD`` with two pipes; returns ``(read fd, write fd,
-    process)`` of the parent's ends. The worker imports metarim the way this process did
-    (same ``sys.path``)."""
-    r_child, w_parent = os.pipe()
-    r_parent, w_child = os.pipe()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    proc = subprocess.Popen([sys.executable, "-m", module, str(r_child), str(w_child)],
-                            pass_fds=(r_child, w_child), stdin=subprocess.DEVNULL, env=env)
-    os.close(r_child)
-    os.close(w_child)
-    return r_parent, w_parent, proc
-
-
-def _shutdown(conns: list[tuple[int, int]], procs: list[subprocess.Popen]) -> None:
-    """Closes the pipes (each worker then sees EOF and exits) and reaps the workers."""
-    for rfd, wfd in conns:
-        os.close(wfd)
-        os.close(rfd)
-    for proc in procs:
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
 
 def _worker_main(rfd: int, wfd: int) -> None:
     """Worker loop: runs the streams of its envs and answers ``take`` requests."""
-    specs, grid_size, cache_size = _recv(rfd)
+    specs, grid_size, cache_size = _ipc.recv(rfd)
     gens: dict[Any, LayoutGenerator] = {}
     streams: dict[int, EpisodeStream] = {}
     for b, task, seed in specs:
@@ -104,12 +41,12 @@ def _worker_main(rfd: int, wfd: int) -> None:
     epochs = dict.fromkeys(streams, 0)
     while True:
         try:
-            msg = _recv(rfd)
+            msg = _ipc.recv(rfd)
         except EOFError:
             return
         if msg[0] == "take":
             try:
-                _send(wfd, [(b, epochs[b], streams[b].next()) for b in msg[1]])
+                _ipc.send(wfd, [(b, epochs[b], streams[b].next()) for b in msg[1]])
             except BrokenPipeError:  # the parent closed: stop quietly
                 return
         elif msg[0] == "seed":
@@ -139,18 +76,14 @@ class PrefetchSource:
         self.tasks, self.grid_size, self.depth, self.cache_size = tasks, grid_size, depth, cache_size
         n = len(tasks)
         self.workers = min(workers, n)
-        self.conns: list[tuple[int, int]] = []  # (read fd, write fd) per worker
-        self.procs: list[subprocess.Popen] = []
-        for w in range(self.workers):
-            r_parent, w_parent, proc = spawn_worker("metarim.envs.tensor.prefetch")
+        self._pool = _ipc.WorkerPool(_worker_main, self.workers)
+        self.conns = self._pool.conns  # (read fd, write fd) per worker
+        for w, (_, wfd) in enumerate(self.conns):
             specs = [(b, tasks[b], seeds[b]) for b in range(w, n, self.workers)]
-            _send(w_parent, (specs, grid_size, cache_size))
-            self.conns.append((r_parent, w_parent))
-            self.procs.append(proc)
+            _ipc.send(wfd, (specs, grid_size, cache_size))
         self.queues: list[collections.deque[Layout]] = [collections.deque() for _ in range(n)]
         self.epochs = [0] * n
         self._gens: dict[Any, LayoutGenerator] = {}
-        self._finalizer = weakref.finalize(self, _shutdown, self.conns, self.procs)
         self._request(list(range(n)) * depth)
 
     def _request(self, idx: list[int]) -> None:
@@ -159,17 +92,17 @@ class PrefetchSource:
             per[b % self.workers].append(b)
         for (_, wfd), bs in zip(self.conns, per):
             if bs:
-                _send(wfd, ("take", bs))
+                _ipc.send(wfd, ("take", bs))
 
     def _receive(self, conn: tuple[int, int]) -> None:
-        for b, epoch, lay in _recv(conn[0]):
+        for b, epoch, lay in _ipc.recv(conn[0]):
             if epoch == self.epochs[b]:
                 self.queues[b].append(lay)
 
     def take(self, idx: list[int]) -> list[Layout]:
         """Pops the next layout of each env in ``idx`` (waiting only for empty queues)."""
         for conn in self.conns:
-            while _ready(conn[0]):
+            while _ipc.ready(conn[0]):
                 self._receive(conn)
         out = []
         for b in idx:
@@ -183,7 +116,7 @@ class PrefetchSource:
     def _restart(self, b: int, msg: tuple[Any, ...]) -> None:
         self.epochs[b] += 1
         self.queues[b].clear()
-        _send(self.conns[b % self.workers][1], (msg[0], b, self.epochs[b], msg[1]))
+        _ipc.send(self.conns[b % self.workers][1], (msg[0], b, self.epochs[b], msg[1]))
         self._request([b] * self.depth)
 
     def reseed(self, b: int, seed: int) -> None:
@@ -203,11 +136,4 @@ class PrefetchSource:
 
     def close(self) -> None:
         """Stops the workers (also done when the source is garbage-collected)."""
-        self._finalizer()
-
-
-if __name__ == "__main__":
-    # Ctrl-C reaches the whole process group: the parent handles it (a training run writes
-    # a final checkpoint, which needs this worker) and closes the pipe, which stops us
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _worker_main(int(sys.argv[1]), int(sys.argv[2]))
+        self._pool.close()

@@ -2,14 +2,21 @@
 
 :class:`TensorGoToVecEnv` is the stateful wrapper around :mod:`metarim.envs.tensor.core`:
 it takes its episodes from one :class:`~metarim.envs.tensor.layouts.EpisodeStream` per env
-(seeded like :func:`metarim.envs.minigrid.make_vec_env` seeds its ``TaskEnv`` s), steps
+(seeded like :func:`metarim.envs.make_vec_env` seeds its ``TaskEnv`` s), steps
 all of them with tensor ops, and autoresets in the same step (the observation returned
 with ``terminated | truncated`` is the first of the next episode), so it is a drop-in
 for ``make_vec_env(...)``: same observation dict (``image`` uint8 ``(B, 7, 7, 3)``,
 ``direction`` int64 ``(B,)``, ``mission`` int64 ``(B, L)`` word ids), same rewards
 (float64), flags and episodes, bit for bit. ``info`` is always ``{}``: no
 ``final_obs`` (nothing in the RL engine reads it), no ``episode_seed`` (see
-:meth:`TensorGoToVecEnv.get_env_state`).
+:meth:`TensorGoToVecEnv.get_env_state`). Its ``get_states``/``set_states`` give and take
+``TaskEnv.get_state``'s plain data
+(:class:`~metarim.envs.protocols.CheckpointableVecEnv`), so a checkpoint of one backend
+resumes in the other.
+
+:func:`make_tensor_vec_env` is the ``"tensor"`` backend of :func:`metarim.envs.make_vec_env`
+(``TrainConfig(env_backend="tensor")``, CLI ``--env-backend tensor``): the env in NumPy
+mode, with :func:`~metarim.envs.minigrid.make_minigrid_vec_env`'s signature.
 
 Layouts are made off the hot path: the episode streams run in ``workers`` background
 processes that keep ``prefetch`` layouts ready per env (:mod:`metarim.envs.tensor.prefetch`);
@@ -24,6 +31,10 @@ Example:
     >>> obs, rew, term, trunc, _ = envs.step(torch.tensor([0, 1, 2, 3]))
     >>> rew.dtype, term.dtype
     (torch.float64, torch.bool)
+    >>> envs = make_tensor_vec_env(Task("BabyAI-GoToLocalS5N2-v0"), 2, seed=0, vocab=Vocab())
+    >>> obs, _ = envs.reset()
+    >>> type(obs["image"]).__name__, obs["direction"].dtype
+    ('ndarray', dtype('int64'))
 """
 
 from __future__ import annotations
@@ -36,34 +47,20 @@ import torch
 from metarim.envs.tensor import core
 from metarim.envs.tensor.codes import EMPTY
 from metarim.envs.tensor.layouts import EpisodeStream, Layout, LayoutGenerator, check_supported
+from metarim.envs.tensor.prefetch import PrefetchSource
+from metarim.tasks.seeding import env_seeds
+from metarim.tasks.task import Task
+from metarim.tasks.vocab import Vocab
 
-__all__ = ["TensorGoToVecEnv", "env_seeds"]
+__all__ = ["TensorGoToVecEnv", "make_tensor_vec_env"]
 
 NUM_ACTIONS = 7
 
 
-def env_seeds(seed: int, num_envs: int) -> list[int]:
-    """The per-env seeds ``make_vec_env`` derives from ``seed``."""
-    return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(num_envs)]
-
-
-class _EnvHandle:
-    """Per-env view with ``TaskEnv``'s ``get_state``/``set_state`` (for checkpoints)."""
-
-    def __init__(self, vec: TensorGoToVecEnv, index: int) -> None:
-        self.vec, self.index = vec, index
-
-    def get_state(self) -> dict[str, Any]:
-        """Same plain data as ``TaskEnv.get_state``."""
-        return self.vec.get_env_state(self.index)
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        """Inverse of :meth:`get_state`."""
-        self.vec.set_env_state(self.index, state)
-
-
 class TensorGoToVecEnv:
     """``num_envs`` BabyAI GoTo episodes stepped at once (see module docstring).
+
+    Implements :class:`~metarim.envs.protocols.CheckpointableVecEnv`.
 
     Args:
         task: one :class:`~metarim.tasks.task.Task` for all envs, or one per env.
@@ -113,18 +110,16 @@ class TensorGoToVecEnv:
         self.tables = core.Tables.build(self.grid_shape[1], self.device)
         self.seeds = env_seeds(seed, num_envs)
         if workers:
-            from metarim.envs.tensor.prefetch import PrefetchSource
-
             self.source: Any = PrefetchSource(tasks, self.seeds, size, workers=workers, depth=prefetch,
                                               cache_size=cache_size)
         else:
             self.source = _SyncSource([EpisodeStream(t, s, gens[(t.level, t.env_kwargs)])
                                        for t, s in zip(tasks, self.seeds)])
-        self.max_len = max(_max_steps_bound(g) for g in gens.values())
+        self.max_len = max(int(g.env.max_steps) for g in gens.values())
         self.state: core.GoToState | None = None
+        self.features = core.Features(frozenset(), False, False, False)  # grows with the layouts loaded
         self.layouts: list[Layout | None] = [None] * num_envs
         self.mission = torch.zeros(num_envs, vocab.max_len, dtype=torch.int64, device=self.device)
-        self.envs = [_EnvHandle(self, b) for b in range(num_envs)]
         self._init_spaces()
 
     def _init_spaces(self) -> None:
@@ -151,10 +146,25 @@ class TensorGoToVecEnv:
             target=torch.from_numpy(np.stack([lay.target for lay in layouts])).to(dev),
             pos=torch.tensor([lay.pos for lay in layouts], dtype=torch.int64, device=dev),
             dir=torch.tensor([lay.dir for lay in layouts], dtype=torch.int64, device=dev),
-            carrying=torch.full((n,), EMPTY, dtype=torch.uint8, device=dev),
+            carrying=torch.full((n,), EMPTY, dtype=torch.int64, device=dev),
             steps=torch.zeros(n, dtype=torch.int64, device=dev),
             max_steps=torch.tensor([lay.max_steps for lay in layouts], dtype=torch.int64, device=dev),
+            kind=torch.tensor([lay.kind for lay in layouts], dtype=torch.int64, device=dev),
+            strict=torch.tensor([lay.strict for lay in layouts], dtype=torch.bool, device=dev),
+            see_through=torch.tensor([lay.see_through for lay in layouts], dtype=torch.bool, device=dev),
+            dirty=torch.zeros(n, dtype=torch.bool, device=dev),
         )
+        for lay in layouts:
+            if lay.kind not in self.features.kinds or (lay.strict and not self.features.strict) or \
+                    (lay.hazards and not self.features.hazards) or (lay.see_through and not self.features.see_through):
+                self.features = self.features | core.Features(frozenset((lay.kind,)), lay.strict, lay.hazards,
+                                                               lay.see_through)
+        longest = max(lay.max_steps for lay in layouts)
+        if longest > self.max_len:  # the action log (for get_state) grows with the step limit
+            self.max_len = longest
+            if self.state is not None:
+                self.actions = torch.cat([self.actions, self.actions.new_zeros(
+                    self.num_envs, longest - self.actions.shape[1])], 1)
         mission = torch.from_numpy(np.stack([self.vocab.encode(lay.mission) for lay in layouts])).to(dev)
         for b, lay in zip(idx, layouts):
             self.layouts[b] = lay
@@ -168,7 +178,7 @@ class TensorGoToVecEnv:
             self.mission.index_copy_(0, t, mission)
 
     def _obs(self) -> dict[str, Any]:
-        obs = {"image": core.observe(self.state, self.tables), "direction": self.state.dir.clone(),
+        obs = {"image": core.observe(self.state, self.tables, self.features), "direction": self.state.dir.clone(),
                "mission": self.mission.clone()}
         return {k: v.cpu().numpy() for k, v in obs.items()} if self.numpy else obs
 
@@ -205,7 +215,7 @@ class TensorGoToVecEnv:
             raise ValueError(f"actions must be in 0..{NUM_ACTIONS - 1}, got {a.tolist()}")
         steps = self.state.steps
         self.actions.scatter_(1, steps.clamp(max=self.max_len - 1).unsqueeze(1), a.unsqueeze(1))
-        reward, term, trunc = core.step(self.state, a, self.tables)
+        reward, term, trunc = core.step(self.state, a, self.tables, self.features)
         done = term | trunc
         if bool(done.any()):
             idx = done.nonzero().squeeze(1).tolist()
@@ -232,21 +242,57 @@ class TensorGoToVecEnv:
         self._load([b], [lay])
         for a in state["actions"]:
             sub = core.GoToState(**{k: v[b : b + 1].clone() for k, v in vars(self.state).items()})
-            core.step(sub, torch.tensor([int(a)], device=self.device), self.tables)
+            core.step(sub, torch.tensor([int(a)], device=self.device), self.tables, self.features)
             self.state.index_copy_(torch.tensor([b], device=self.device), sub)
         n = len(state["actions"])
         self.actions[b, :n] = torch.as_tensor(state["actions"], dtype=torch.int64)
 
+    def get_states(self) -> list[dict[str, Any]]:
+        """Each env's :meth:`get_env_state`."""
+        return [self.get_env_state(b) for b in range(self.num_envs)]
+
+    def set_states(self, states: list[dict[str, Any]]) -> None:
+        """Restores :meth:`get_states` (or ``TaskEnv.get_state`` s) by replay."""
+        if len(states) != self.num_envs:
+            raise ValueError(f"got {len(states)} env states for {self.num_envs} envs")
+        for b, state in enumerate(states):
+            self.set_env_state(b, state)
+
     def close(self) -> None:
         """Stops the background workers, if any."""
-        close = getattr(self.source, "close", None)
-        if close is not None:
-            close()
+        self.source.close()
 
-def _max_steps_bound(gen: LayoutGenerator) -> int:
-    """Upper bound on the level's ``max_steps`` (``room_size**2`` unless fixed)."""
-    return max(int(gen.env.max_steps), int(gen.env.room_size) ** 2)
 
+def make_tensor_vec_env(
+    task: Task | list[Task],
+    num_envs: int,
+    *,
+    seed: int,
+    vocab: Vocab,
+    asynchronous: bool = False,
+    worker: bool = False,
+    **kwargs: Any,
+) -> TensorGoToVecEnv:
+    """The ``"tensor"`` backend of :func:`metarim.envs.make_vec_env`.
+
+    Args:
+        task: one task for all envs, or a list of ``num_envs`` tasks (supported levels only).
+        num_envs: number of envs, ``>= 1``.
+        seed: base seed (split per env by :func:`~metarim.tasks.seeding.env_seeds`, as
+            for minigrid).
+        vocab: the shared vocabulary.
+        asynchronous: make layouts in a background process (``workers=1``).
+        worker: not supported (the env worker steps minigrid envs).
+        **kwargs: further :class:`TensorGoToVecEnv` keywords (``device``, ``workers``,
+            ``prefetch``, ``cache_size``).
+
+    Returns:
+        a :class:`TensorGoToVecEnv` in NumPy mode.
+    """
+    if worker:
+        raise ValueError("make_vec_env: worker=True needs backend='minigrid', not 'tensor'")
+    kwargs.setdefault("workers", 1 if asynchronous else 0)
+    return TensorGoToVecEnv(task, num_envs, seed=seed, vocab=vocab, numpy=True, **kwargs)
 
 class _SyncSource:
     """Makes layouts in this process, when they are needed."""
@@ -256,6 +302,9 @@ class _SyncSource:
 
     def take(self, idx: list[int]) -> list[Layout]:
         return [self.streams[b].next() for b in idx]
+
+    def close(self) -> None:
+        pass
 
     def reseed(self, b: int, seed: int) -> None:
         self.streams[b].reseed(seed)
