@@ -5,21 +5,31 @@ Rows: the vector env stepped with random actions (env only), then one row per le
 of the time. Meta-RIM is measured with one meta-step per update (second and first order:
 the cost of the masked second-order step itself), with four (4 epochs over all env
 columns) and with its training default (4 epochs × 4 minibatches, PPO's number of
-gradient steps per frame). The target is Meta-RIM
-second order at ≥ 0.3× the env-only rate. CPU-time rates (``time.process_time``, one
-torch thread, plus the env worker's CPU time with ``--env-worker``) are the ones to read
-on a machine shared with other jobs.
+gradient steps per frame), and variants of that default: truncated backprop windows of
+16, 8 and 4 steps inside each chunk (``meta_window``), first order, and larger
+minibatches (fewer chains per update). The target is Meta-RIM second order at ≥ 0.3×
+the env-only rate. CPU-time rates (``time.process_time``, one torch thread, plus the env
+worker's CPU time with ``--env-worker``) are the ones to read on a machine shared with
+other jobs.
+
+The env-only rate is measured again before every learner row and after the last one, and
+each row is divided by the mean of the two env-only measurements beside it (its
+"× env-only" columns; the table's first row is their median); the 1-minute load average
+at each row's start is printed with it. ``--repeats R`` runs the whole sequence R times
+and reports each row's median.
 
 Usage::
 
     python benchmarks/meta_throughput.py                    # 16 envs, 6 modules, 32-step chunks
     python benchmarks/meta_throughput.py --updates 3 --json out.json
+    python benchmarks/meta_throughput.py --rows default window "ppo (rim)" --repeats 2
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -93,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                         "PPO's collection and update, Meta-RIM's collection pass; the warm-up step compiles)")
     p.add_argument("--rows", nargs="+", metavar="TEXT",
                    help="only the learner rows whose name contains one of these (e.g. 'metarim')")
+    p.add_argument("--repeats", type=int, default=1, help="run the row sequence this many times (medians)")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -100,15 +111,20 @@ def main(argv: list[str] | None = None) -> int:
             "hidden_size": args.hidden_size, "threads": 1, "batch_size": 256}
     T = 2 * args.chunk_length
     single = {"num_steps": T, "chunk_length": args.chunk_length, "epochs": 1, "batch_size": T * args.num_envs}
-    rows: dict[str, dict[str, Any]] = {}
-    rows["env only"] = env_only(args.level, args.num_envs, args.env_frames)
+    default = {"algo": "metarim", "memory": "rim", "num_steps": T, "chunk_length": args.chunk_length}
     configs = {
         # one meta-step over all envs per update: the cost of the masked second-order step
         "metarim (2nd order, 1 step)": {**single, "algo": "metarim", "memory": "rim"},
         "metarim (1st order, 1 step)": {**single, "algo": "metarim", "memory": "rim", "first_order": True},
         # the training default: 4 epochs x (batch_size / num_steps)-column minibatches
-        "metarim (2nd order, default)": {"algo": "metarim", "memory": "rim", "num_steps": T,
-                                         "chunk_length": args.chunk_length},
+        "metarim (2nd order, default)": default,
+        # the default with truncated backprop windows inside each chunk (meta_window)
+        **{f"metarim (2nd order, default, window {w})": {**default, "meta_window": w}
+           for w in (16, 8, 4) if w < args.chunk_length and args.chunk_length % w == 0},
+        "metarim (1st order, default)": {**default, "first_order": True},
+        "metarim (1st order, default, window 4)": {**default, "first_order": True, "meta_window": 4},
+        # twice the columns per minibatch: 8 chains per update instead of 16
+        "metarim (2nd order, 8 columns, window 4)": {**default, "batch_size": 8 * T, "meta_window": 4},
         # 4 epochs x all columns: 4 chains per update (examples/gotolocal_meta.py's
         # metarim-4step and metarim-4step-lr4x, which plateau at ~0.6; docs/results.md)
         "metarim (2nd order, 4 steps)": {**single, "algo": "metarim", "memory": "rim", "epochs": 4},
@@ -120,22 +136,41 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.rows:
         configs = {k: v for k, v in configs.items() if any(t in k for t in args.rows)}
-    for name, over in configs.items():
-        if args.env_worker and over["algo"] in ("metarim", "ppo"):
-            over = {**over, "env_worker": True}
-        if args.compile and over["algo"] in ("metarim", "ppo"):
-            over = {**over, "compile": True}
-        rows[name] = learner_fps({**base, **over}, args.updates)
-        print(f"{name:>24}: {rows[name]['fps']:7.0f} frames/s", file=sys.stderr, flush=True)
-    env, env_cpu = rows["env only"]["fps"], rows["env only"]["fps_cpu"]
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in configs}
+    envs: list[dict[str, float]] = []
+    for _ in range(args.repeats):  # env only, row, env only, row, ..., env only
+        envs.append({**env_only(args.level, args.num_envs, args.env_frames), "load": os.getloadavg()[0]})
+        for name, over in configs.items():
+            if args.env_worker and over["algo"] in ("metarim", "ppo"):
+                over = {**over, "env_worker": True}
+            if args.compile and over["algo"] in ("metarim", "ppo"):
+                over = {**over, "compile": True}
+            load = os.getloadavg()[0]
+            r = {**learner_fps({**base, **over}, args.updates), "load": load}
+            envs.append({**env_only(args.level, args.num_envs, args.env_frames), "load": os.getloadavg()[0]})
+            before, after = envs[-2], envs[-1]
+            for key in ("fps", "fps_cpu"):
+                r[f"env_{key}"] = (before[key] + after[key]) / 2
+                r[f"ratio{key[3:]}"] = r[key] / r[f"env_{key}"]
+            runs[name].append(r)
+            print(f"{name:>42}: {r['fps']:7.0f} frames/s, {r['ratio']:.3f}x env-only beside it "
+                  f"({r['env_fps']:.0f}), load {load:.2f}", file=sys.stderr, flush=True)
+    med = lambda xs: float(np.median(xs))  # noqa: E731
+    rows: dict[str, dict[str, Any]] = {"env only": {k: med([e[k] for e in envs]) for k in envs[0]}}
+    rows["env only"]["fps_all"] = [e["fps"] for e in envs]
+    for name, rs in runs.items():
+        rows[name] = {k: med([r[k] for r in rs]) for k in rs[0]}
+        rows[name]["ratio_all"] = [r["ratio"] for r in rs]
     print(f"\n{args.level}, {args.num_envs} envs, RIM {args.num_units} modules (k={args.k}, "
-          f"hidden {args.hidden_size}), chunks of {args.chunk_length} steps, 1 thread\n")
-    print("| row | frames/s (wall) | × env-only (wall) | frames/s (CPU) | × env-only (CPU) | update share |")
-    print("|---|---|---|---|---|---|")
+          f"hidden {args.hidden_size}), chunks of {args.chunk_length} steps, 1 thread, "
+          f"{args.repeats} repeat(s); × env-only: against the env-only runs beside each row\n")
+    print("| row | frames/s (wall) | × env-only (wall) | frames/s (CPU) | × env-only (CPU) | update share | load |")
+    print("|---|---|---|---|---|---|---|")
     for name, r in rows.items():
         share = f"{r['update_share']:.0%}" if "update_share" in r else "–"
-        print(f"| {name} | {r['fps']:.0f} | {r['fps'] / env:.2f} | {r['fps_cpu']:.0f} | "
-              f"{r['fps_cpu'] / env_cpu:.2f} | {share} |")
+        ratio, ratio_cpu = r.get("ratio", 1.0), r.get("ratio_cpu", 1.0)
+        print(f"| {name} | {r['fps']:.0f} | {ratio:.2f} | {r['fps_cpu']:.0f} | {ratio_cpu:.2f} | {share} | "
+              f"{r['load']:.2f} |")
     result = {"benchmark": "meta_throughput", "args": vars(args), "rows": rows}
     print(json.dumps(result))  # the line benchmarks/run_all.py collects
     if args.json:

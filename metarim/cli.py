@@ -138,9 +138,8 @@ def _build_config(args: argparse.Namespace) -> Any:
         cfg_file = out / "config.json"
         if not cfg_file.is_file():
             raise UsageError(f"--resume: {out} is not a metarim run (no config.json)")
-        data = dict(read_run_config(out)["config"])
-        try:
-            TrainConfig.from_dict(data)
+        try:  # keys the run predates take their legacy values (config.LEGACY)
+            data = TrainConfig.from_dict(read_run_config(out)["config"], legacy=True).to_dict()
         except (TypeError, ValueError) as e:
             raise UsageError(f"--resume: {cfg_file}: {e}") from None
         changed = {k: v for k, v in vars(args).items() if k in data and v is not None and v != data[k]}

@@ -24,12 +24,39 @@ import difflib
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["TrainConfig"]
+__all__ = ["LEGACY", "TrainConfig"]
 
 REMOVED_KEYS = ("algo_options",)
 """Keys that configs written by earlier versions hold and :meth:`TrainConfig.from_dict`
 drops when their value is empty (``algo_options``, always ``{}`` in a saved run: no
 learner read it); a non-empty value is refused."""
+
+LEGACY: dict[str, Any] = {
+    # issue 19: Meta-RIM's truncated windows; module selection, fast/slow roles, two
+    # timescales, reset tie
+    "meta_window": 0,
+    "selection": "any",
+    "fast_params": "modules",
+    "fast_lr": None,
+    "slow_lr": None,
+    "slow_every": 8,
+    "rim_init": "zeros",
+    # issue 18: the starter kit's switches
+    "adam_eps": 1e-5,
+    "image_encoding": "onehot",
+    "mission_dim": 64,
+    "init": "torch",
+    "window_shift": False,
+    "memory_refresh": False,
+}
+"""For every field added after commit f898eb9, the value that reproduces what a run
+saved before the field existed did. A saved run's ``config.json`` lacks such a key, and
+``TrainConfig.from_dict(d, legacy=True)`` (used wherever a run's ``config.json`` is read:
+``--resume``, evaluation, the sweep's comparison of a folder with its run) fills it from
+here, not from the field's default, so the run resumes and evaluates as it was trained
+even after the default changes. A new field goes here with its value of today, which
+must be its default at the time it is added (``tests/test_kit_options.py`` checks that
+every field missing from f898eb9's runs is listed)."""
 
 
 @dataclass
@@ -96,7 +123,10 @@ class TrainConfig:
     k: int = 2
     """Active RIM modules per step."""
     combine: str = "film"
-    """How the mission meets the image: ``film`` or ``concat``."""
+    """How the mission meets the image: ``film`` (the mission modulates the image code),
+    ``concat`` (``[image, mission]`` is the memory's input) or ``heads`` (the starter
+    kit's layout: the memory reads the image code only, and the actor and critic read
+    ``[memory output, mission code]``)."""
     threads: int = 1
     """``torch.set_num_threads``."""
     checkpoint_every: int = 10
@@ -141,6 +171,67 @@ class TrainConfig:
     each later one under the weights adapted on the chunks before it) or only the
     ``adapted`` ones (1..C-1, the MAML split). docs/results.md gives the measurements
     behind the ``all`` default."""
+    # --- Meta-RIM: truncated backprop windows inside each chunk (issue 19) ----------
+    meta_window: int = 0
+    """Meta-RIM: steps per truncated-backprop window of a chunk's loss (inner, outer and
+    the collection pass's step): the chunk is re-run as ``chunk_length // meta_window``
+    windows per env column, each from its stored (detached) collection-time memory, in one
+    batched policy call (as PPO's ``recurrence``), so the chain's sequential depth is
+    ``meta_window`` steps per chunk. ``0`` (default): the whole chunk, one window. Must
+    divide ``chunk_length``."""
+    # --- sample efficiency (issue 18): the starter kit's choices as switches ----------
+    # rl-starter-files + torch-ac 1.4.0; docs/rl.md lists the kit's value of each.
+    adam_eps: float = 1e-5
+    """Adam's ε of every learner's optimiser (``algorithms.base.adam``; also evaluation's
+    ``adam`` adaptation). torch-ac uses 1e-8."""
+    image_encoding: str = "onehot"
+    """The 7×7×3 view's input to the first convolution: ``onehot`` (11 + 6 + 3 planes, one
+    per object, colour and state id) or ``raw`` (the three integer ids as floats, the
+    kit's ``Conv2d(3, 16, 2)``)."""
+    mission_dim: int = 64
+    """Mission code size (the GRU's hidden size); the kit's is 128."""
+    init: str = "torch"
+    """Initialisation of the policy's ``nn.Linear`` layers outside the memory core (actor,
+    critic, FiLM): ``torch`` (PyTorch's defaults; the actor's last layer orthogonal with
+    gain 0.01, bias 0) or ``kit`` (rl-starter-files' ``init_params``: weights ~ N(0, 1),
+    each row scaled to unit L2 norm, bias 0, the actor's last layer included).
+    Convolutions, embedding, GRU and memory core keep PyTorch's defaults either way."""
+    window_shift: bool = False
+    """PPO: every other epoch, the recurrence windows start ``recurrence // 2`` steps later
+    (the last window of each env column is dropped), as torch-ac 1.4.0; the parity
+    counts epochs over the whole run. ``ppo`` only."""
+    memory_refresh: bool = False
+    """PPO: when a minibatch re-runs a window, the memory it computes at the step where a
+    window of the other offset starts is written back (detached) into the rollout's
+    stored memory, so later epochs start those windows from memories of the current
+    parameters (torch-ac's ``exps.memory[inds + i + 1] = memory.detach()``). Only the
+    other offset's windows read written memories, so it needs ``window_shift``."""
+    # --- module selection, fast/slow roles, two timescales, reset tie (issue 19) -----
+    selection: str = "any"
+    """Meta-RIM: which modules a masked inner step adapts, from the chunk's ``(T, B, N)``
+    selection masks (``metarim.meta.partition.reduce_activity``), in the collection pass
+    and in the inner chain: ``any`` (every module selected at least once; with the
+    default fast set a no-op, docs/adaptation.md), ``topk`` (the ``k`` modules selected
+    most often) or ``mean`` (a soft mask, each module's step scaled by its usage)."""
+    fast_params: str = "modules"
+    """Which parameters are fast (``metarim.meta.partition.FAST_PRESETS``), for ``metarim``
+    (its inner step) and ``fastslow`` (its fast optimiser): ``modules`` (the RIM
+    mechanisms) or ``attention`` (the input and communication attentions: the paper's
+    reversed roles). Encoders and heads are slow either way."""
+    fast_lr: float | None = None
+    """``fastslow``: Adam step size of the fast parameters, stepped every minibatch;
+    ``None``: ``lr``."""
+    slow_lr: float | None = None
+    """``fastslow``: Adam step size of the slow parameters, stepped once per ``slow_every``
+    minibatches on the mean of their gradients; ``None``: ``lr``."""
+    slow_every: int = 8
+    """``fastslow``: minibatch updates per slow step; at the PPO defaults (128 × 16 frames in
+    minibatches of 256, 4 epochs) 8 is one slow step per epoch, 32 one per rollout."""
+    rim_init: str = "zeros"
+    """The state a RIM memory reset starts from (``memory="rim"``): ``zeros`` (the
+    reference; every input-attention score then ties at the first step of an episode and
+    the same modules are chosen, whatever the observation) or ``learned`` (a learned
+    initial state per module, ``RIMCell(init="learned")``)."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -180,9 +271,27 @@ class TrainConfig:
             raise ValueError(f"env_backend={self.env_backend!r} must be 'minigrid' or 'tensor'")
         if self.env_worker and self.env_backend != "minigrid":
             raise ValueError(f"env_worker=True needs env_backend='minigrid', not {self.env_backend!r}")
-        if self.combine not in ("film", "concat"):
-            raise ValueError(f"combine={self.combine!r} must be 'film' or 'concat'")
+        if self.combine not in ("film", "concat", "heads"):
+            raise ValueError(f"combine={self.combine!r} must be 'film', 'concat' or 'heads'")
+        self._validate_kit()
         self._validate_meta()
+        self._validate_roles()
+
+    def _validate_kit(self) -> None:
+        """Checks the sample-efficiency block (issue 18)."""
+        if not self.adam_eps > 0:
+            raise ValueError(f"adam_eps={self.adam_eps} must be > 0")
+        if self.mission_dim < 1:
+            raise ValueError(f"mission_dim={self.mission_dim} must be >= 1")
+        if self.image_encoding not in ("onehot", "raw"):
+            raise ValueError(f"image_encoding={self.image_encoding!r} must be 'onehot' or 'raw'")
+        if self.init not in ("torch", "kit"):
+            raise ValueError(f"init={self.init!r} must be 'torch' or 'kit'")
+        if self.window_shift and self.num_steps < 2 * self.recurrence:
+            raise ValueError(f"window_shift=True needs num_steps={self.num_steps} >= 2 * recurrence={self.recurrence}")
+        if self.memory_refresh and not self.window_shift:
+            raise ValueError("memory_refresh=True needs window_shift=True (without the shift no window "
+                             "starts where another wrote)")
 
     def _validate_meta(self) -> None:
         """Checks the meta-learning block."""
@@ -195,6 +304,8 @@ class TrainConfig:
             raise ValueError(f"inner_lr_lr={self.inner_lr_lr} must be > 0")
         if not 0 < self.meta_step <= 1:
             raise ValueError(f"meta_step={self.meta_step} must be in (0, 1]")
+        if self.meta_window < 0:
+            raise ValueError(f"meta_window={self.meta_window} must be >= 0 (0: the whole chunk)")
         if not 0 < self.held_out < 1:
             raise ValueError(f"held_out={self.held_out} must be in (0, 1)")
         if self.fast_weights not in ("reset", "carry"):
@@ -204,18 +315,44 @@ class TrainConfig:
         if self.task_sampler not in ("seeds", "missions"):
             raise ValueError(f"task_sampler={self.task_sampler!r} must be 'seeds' or 'missions'")
 
+    def _validate_roles(self) -> None:
+        """Checks the selection / roles / two-timescale / reset block (issue 19)."""
+        if self.selection not in ("any", "topk", "mean"):
+            raise ValueError(f"selection={self.selection!r} must be 'any', 'topk' or 'mean'")
+        if self.fast_params not in ("modules", "attention"):
+            raise ValueError(f"fast_params={self.fast_params!r} must be 'modules' or 'attention'")
+        for name in ("fast_lr", "slow_lr"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be > 0 (or None: lr)")
+        if self.slow_every < 1:
+            raise ValueError(f"slow_every={self.slow_every} must be >= 1")
+        if self.rim_init not in ("zeros", "learned"):
+            raise ValueError(f"rim_init={self.rim_init!r} must be 'zeros' or 'learned'")
+        if self.rim_init != "zeros" and self.memory != "rim":
+            raise ValueError(f"rim_init={self.rim_init!r} needs memory='rim', not {self.memory!r}")
+
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+    def from_dict(cls, d: dict[str, Any], *, legacy: bool = False) -> TrainConfig:
         """Builds a config, refusing unknown keys; drops the empty :data:`REMOVED_KEYS`
         of configs saved by earlier versions.
+
+        Args:
+            d: config keys and values; a missing key takes the field's default, or,
+                with ``legacy``, its :data:`LEGACY` value when it has one.
+            legacy: ``d`` is a saved run's config (its ``config.json``): keys added
+                since it was written take the value that reproduces the old behaviour.
 
         Example:
             >>> TrainConfig.from_dict({"frames": 64, "algo_options": {}}).frames
             64
+            >>> TrainConfig.from_dict({}, legacy=True).adam_eps
+            1e-05
         """
         if not isinstance(d, dict):
             raise ValueError("a config must be a JSON object")
         d = dict(d)
+        if legacy:
+            d = {**LEGACY, **d}
         for key in REMOVED_KEYS:
             if key in d and d.pop(key):
                 raise ValueError(f"config key {key!r} is no longer supported (no learner read it); remove it")

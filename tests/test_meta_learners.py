@@ -431,18 +431,18 @@ def test_metarim_needs_rim_and_two_chunks():
         tiny(fast_weights="sometimes")
 
 
-@pytest.mark.parametrize("algo", ["ppo", "a2c", "metarim", "maml", "reptile"])
+@pytest.mark.parametrize("algo", ["ppo", "a2c", "metarim", "fastslow", "maml", "reptile"])
 def test_learners_declare_their_facts(algo):
     """Each learner states its adaptation rule, default inner rate and the switches it
     supports; the switches it does not support are refused by its own check."""
     want = {"ppo": ("adam", 0.1, True), "a2c": ("adam", 0.1, True), "metarim": ("masked_sgd", 10.0, True),
-            "maml": ("sgd", 0.1, False), "reptile": ("adam", 0.1, False)}[algo]
+            "fastslow": ("adam", 0.1, True), "maml": ("sgd", 0.1, False), "reptile": ("adam", 0.1, False)}[algo]
     cls = LEARNERS[algo]
     assert (cls.adaptation_rule, cls.default_inner_lr, cls.supports_env_worker) == want
     assert cls.supports_compile == cls.supports_env_worker  # one vector env and a plain acting module
-    memory = "rim" if algo == "metarim" else "lstm"
+    memory = "rim" if algo in ("metarim", "fastslow") else "lstm"
     for switch, needle in (("env_worker", "env_worker=True needs a learner with one vector env"),
-                           ("compile", "compile=True supports a2c, metarim, ppo, not"),
+                           ("compile", "compile=True supports a2c, fastslow, metarim, ppo, not"),
                            ("learnable_lr", "learnable_lr=True is Meta-RIM's")):
         supported = getattr(cls, f"supports_{switch}")
         cfg = TrainConfig(algo=algo, memory=memory, **{switch: True})

@@ -124,3 +124,29 @@ def test_rim_masks_reduce_to_selected_modules():
     active = reduce_activity(masks)
     assert active.shape == (4,) and 1 <= active.sum() <= 4
     assert torch.equal(active.bool(), masks.flatten(0, 1).bool().any(0))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_attention_preset_swaps_the_rim_roles(cell):
+    policy = Policy(cell)
+    default, modules, reverse = (partition_parameters(policy, f) for f in (None, "modules", "attention"))
+    assert modules == default  # the named preset is the default
+    attention = tuple(n for n in default.slow if n.startswith(("rim.cell.input_attention.", "rim.cell.comm_attention.")))
+    assert reverse.fast == attention and len(attention) == 6  # key, value, query; qkv, output w/b
+    assert set(default.fast) <= set(reverse.slow)  # the mechanisms become slow
+    rim_part = {n for n, _ in policy.named_parameters() if n.startswith("rim.")}
+    assert set(reverse.fast) | set(default.fast) == rim_part  # an exact swap on the RIM
+    # outside the RIM (encoders, heads) everything is slow in both
+    assert {"encoder.weight", "encoder.bias", "head.weight", "head.bias"} <= set(default.slow) & set(reverse.slow)
+    # per-module blocks where the attention has a module axis; keys/values are one block
+    assert reverse.num_units == 4
+    assert reverse.axes["rim.cell.input_attention.query.weight"] == 0
+    assert reverse.axes["rim.cell.comm_attention.output.bias"] == 0
+    assert reverse.axes["rim.cell.input_attention.key.weight"] is None
+
+
+def test_learned_initial_state_is_slow_in_both_presets():
+    torch.manual_seed(0)
+    rim = RIM(6, 12, num_units=4, k=2, init="learned")
+    for preset in ("modules", "attention"):
+        assert {"cell.h0", "cell.c0"} <= set(partition_parameters(rim, preset).slow)

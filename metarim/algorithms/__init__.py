@@ -1,4 +1,5 @@
-"""Learners, registered by name: ``ppo`` and ``a2c``, ``metarim``, ``maml`` and ``reptile``.
+"""Learners, registered by name: ``ppo`` and ``a2c``, ``metarim``, ``fastslow``, ``maml`` and
+``reptile``.
 
 Each declares its own facts (adaptation rule, default inner rate, supported switches,
 config checks; :class:`~metarim.algorithms.base.Learner`), so the CLI, the sweep and the
@@ -17,6 +18,7 @@ from metarim.algorithms.base import (
     prepare_config,
     register_learner,
 )
+from metarim.algorithms.fastslow import FastSlow
 from metarim.algorithms.maml import MAML
 from metarim.algorithms.meta_rim import MetaRIM
 from metarim.algorithms.ppo import A2C, PPO
@@ -26,6 +28,7 @@ from metarim.algorithms.task_learner import TaskLearner
 __all__ = [
     "A2C",
     "LEARNERS",
+    "FastSlow",
     "MAML",
     "PPO",
     "Learner",

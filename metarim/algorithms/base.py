@@ -14,13 +14,14 @@ and declares its facts as class attributes: the rule that adapts it to a new tas
 evaluation (:attr:`Learner.adaptation_rule`), its default inner step size
 (:attr:`Learner.default_inner_lr`), which switches it supports
 (:attr:`Learner.supports_env_worker`, :attr:`Learner.supports_compile`,
-:attr:`Learner.supports_learnable_lr`) and its own config checks
+:attr:`Learner.supports_learnable_lr`, :attr:`Learner.supports_window_shift`) and its own config checks
 (:meth:`Learner.check_config`). The CLI, the sweep and the evaluation read these, so
 ``@register_learner("name")`` is all a new learner needs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol
 
@@ -104,18 +105,24 @@ def build_policy(config: TrainConfig, num_actions: int, vocab: Vocab) -> ActorCr
     mem_kw: dict[str, Any] = {}
     if config.memory == "rim":
         mem_kw = {"num_units": config.num_units, "k": config.k}
+        if config.rim_init != "zeros":  # the reset state (issue 19); zeros: as before
+            mem_kw["init"] = config.rim_init
     return ActorCritic(
         num_actions,
         vocab.max_size,
         memory=config.memory,
         hidden_size=config.hidden_size,
         combine=config.combine,
+        mission_dim=config.mission_dim,
         memory_kwargs=mem_kw,
+        image_encoding=config.image_encoding,
+        init=config.init,
     )
 
 
-def adam(params: Any, lr: float) -> torch.optim.Adam:
-    """The learners' Adam (``eps=1e-5``), with the multi-tensor (``foreach``) update.
+def adam(params: Any, lr: float, eps: float = 1e-5) -> torch.optim.Adam:
+    """The learners' Adam (``eps`` from ``TrainConfig.adam_eps``, 1e-5 by default), with
+    the multi-tensor (``foreach``) update.
 
     On CPU torch defaults to the per-tensor loop, ~10 small ops per parameter tensor per
     step: 1.15 against 0.74 ms per step for the default LSTM policy's 25 tensors, 1.71
@@ -124,7 +131,7 @@ def adam(params: Any, lr: float) -> torch.optim.Adam:
     the parameters are bitwise those of the loop (tested); ``fused=True`` would be
     cheaper still but rounds differently (see ``PPO.__init__``).
     """
-    return torch.optim.Adam(params, lr=lr, eps=1e-5, foreach=True)
+    return torch.optim.Adam(params, lr=lr, eps=eps, foreach=True)
 
 
 class Stateful(Protocol):
@@ -165,6 +172,14 @@ class Learner:
     """Whether ``compile=True`` works (the acting policy is a plain module)."""
     supports_learnable_lr: ClassVar[bool] = False
     """Whether ``learnable_lr=True`` (Meta-SGD inner rates) means anything."""
+    supports_window_shift: ClassVar[bool] = False
+    """Whether ``window_shift`` and ``memory_refresh`` (torch-ac's PPO epochs) mean anything."""
+    supports_selection: ClassVar[bool] = False
+    """Whether ``selection`` (which modules a masked inner step adapts) means anything."""
+    supports_fast_params: ClassVar[bool] = False
+    """Whether ``fast_params`` (which parameters are fast) means anything."""
+    supports_two_timescales: ClassVar[bool] = False
+    """Whether ``fast_lr``, ``slow_lr`` and ``slow_every`` (two optimisers) mean anything."""
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = prepare_config(config)
@@ -189,6 +204,25 @@ class Learner:
                              "drop --compile")
         if config.learnable_lr and not cls.supports_learnable_lr:
             raise ValueError(f"learnable_lr=True is Meta-RIM's (Meta-SGD on its masked step), not {cls.name!r}")
+        if (config.window_shift or config.memory_refresh) and not cls.supports_window_shift:
+            raise ValueError(f"window_shift/memory_refresh are PPO's epochs ({_names('supports_window_shift')}), "
+                             f"not {cls.name!r}'s")
+        cls._check_roles(config)
+
+    @classmethod
+    def _check_roles(cls, config: TrainConfig) -> None:
+        """Issue 19's switches: module selection, fast/slow roles, two timescales."""
+        if config.selection != "any" and not cls.supports_selection:
+            raise ValueError(f"selection={config.selection!r} is for a masked inner step "
+                             f"({_names('supports_selection')}), not {cls.name!r}")
+        if config.fast_params != "modules" and not cls.supports_fast_params:
+            raise ValueError(f"fast_params={config.fast_params!r} is for {_names('supports_fast_params')}, "
+                             f"not {cls.name!r}")
+        timescales = ("fast_lr", "slow_lr", "slow_every")
+        default = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.name in timescales}
+        if any(getattr(config, n) != default[n] for n in timescales) and not cls.supports_two_timescales:
+            raise ValueError(f"fast_lr/slow_lr/slow_every are for {_names('supports_two_timescales')}, "
+                             f"not {cls.name!r}")
 
     @classmethod
     def adaptation_rates(cls, state: Mapping[str, Any]) -> Mapping[str, Tensor] | None:

@@ -59,7 +59,7 @@ class MAML(TaskLearner):
         super().__init__(config)
         c = self.config
         self.maml = l2l.algorithms.MAML(self.policy, lr=c.inner_lr, first_order=c.first_order, allow_unused=True)
-        self.optimizer = adam(self.policy.parameters(), c.lr)
+        self.optimizer = adam(self.policy.parameters(), c.lr, c.adam_eps)
         self.stateful = {"optimizer": self.optimizer, **self.stateful}
 
     def step(self, tasks: list[Task] | None = None) -> dict[str, float]:

@@ -5,9 +5,13 @@ One :meth:`MetaRIM.step` reads ``C = num_steps // chunk_length`` consecutive chu
 ``chunk_length`` steps from each of ``num_envs`` envs. Every env keeps running across
 chunks and across updates, so each column is one long sequence of concatenated
 episodes (of one training task per env). Let :math:`\theta` be the fast parameters (the
-per-module recurrent weights of the RIM mechanisms), :math:`\phi` the slow ones, and
-:math:`a_i \in \{0,1\}^N` the modules the input attention selected at some step of chunk
-:math:`i` (``reduce_activity(masks, "any")``). With :math:`\theta_0 = \theta`:
+per-module recurrent weights of the RIM mechanisms, ``fast_params="modules"``, the
+default; ``"attention"`` swaps the roles: the two attentions are fast and the
+mechanisms slow), :math:`\phi` the slow ones, and
+:math:`a_i \in [0,1]^N` the activity of chunk :math:`i`'s modules,
+``reduce_activity(masks, selection)``: with ``selection="any"`` (default) the modules
+the input attention selected at some step of the chunk, with ``"topk"`` the ``k`` it
+selected most often. With :math:`\theta_0 = \theta`:
 
 .. math::
     \theta_{i+1} = \theta_i - \alpha\, M(a_i) \odot \nabla_{\theta_i} L_i(\theta_i, \phi),
@@ -41,7 +45,13 @@ trustworthy (PPO's reason for clipping). ``losses/approx_kl`` and ``losses/clip_
 report how far they moved. The memory is detached at chunk boundaries
 (each chunk is re-run from its stored memory) and, with ``reset_memory=True`` (default),
 zeroed at episode starts: what carries over from one episode to the next is the fast
-weights, not the activations.
+weights, not the activations. With ``meta_window=w`` (``0``, the default: the whole
+chunk) every chunk loss, inner and outer, the collection pass's included, is re-run as
+``chunk_length / w`` windows of ``w`` steps per column, each from its stored
+collection-time memory, in one batched call (truncated backprop, as PPO's
+``recurrence``): :math:`L_i` keeps its value up to the parameters' change since
+collection, its gradient drops the paths through the memory across window starts, and
+the chain's sequential depth falls from ``chunk_length`` to ``w`` steps per chunk.
 
 After the outer step the fast weights are either
 
@@ -90,7 +100,8 @@ class MetaRIM(Learner):
     Args:
         config: ``memory`` must be ``"rim"``; uses ``inner_lr``, ``chunk_length``,
             ``num_steps``, ``num_envs``, ``first_order``, ``fast_weights``,
-            ``reset_memory``, ``lr`` and the A2C coefficients.
+            ``reset_memory``, ``selection``, ``fast_params``, ``meta_window``, ``lr`` and
+            the A2C coefficients.
 
     Attributes:
         meta: the :class:`~metarim.meta.maml.MaskedMAML` wrapper of :attr:`policy`.
@@ -105,6 +116,8 @@ class MetaRIM(Learner):
     supports_env_worker = True
     supports_compile = True
     supports_learnable_lr = True
+    supports_selection = True
+    supports_fast_params = True
 
     @classmethod
     def check_config(cls, config: TrainConfig) -> None:
@@ -118,6 +131,8 @@ class MetaRIM(Learner):
                 f"chunk_length={config.chunk_length} must divide num_steps={config.num_steps} "
                 "into at least 2 chunks (one inner, one outer)"
             )
+        if config.meta_window and config.chunk_length % config.meta_window:
+            raise ValueError(f"meta_window={config.meta_window} must divide chunk_length={config.chunk_length}")
 
     @classmethod
     def adaptation_rates(cls, state: Mapping[str, Any]) -> Mapping[str, torch.Tensor] | None:
@@ -133,11 +148,13 @@ class MetaRIM(Learner):
                                  backend=config.env_backend, worker=config.env_worker)
         self.policy = build_policy(config, int(self.envs.single_action_space.n), self.vocab)
         self.meta = MaskedMAML(self.policy, config.inner_lr, first_order=config.first_order,
-                               learnable_lr=config.learnable_lr)
+                               learnable_lr=config.learnable_lr, fast=config.fast_params,
+                               reduction=config.selection,
+                               k=config.k if config.selection == "topk" else None)
         groups = [{"params": list(self.policy.parameters())}]
         if self.meta.lrs is not None:  # Meta-SGD: the rates are meta-parameters too
             groups.append({"params": list(self.meta.lrs), "lr": config.inner_lr_lr})
-        self.optimizer = adam(groups, config.lr)
+        self.optimizer = adam(groups, config.lr, config.adam_eps)
         self.num_chunks = config.num_steps // config.chunk_length
         self.columns = max(1, config.batch_size // config.num_steps)
         """Env columns per minibatch: ``batch_size`` frames of whole sequences."""
@@ -235,7 +252,7 @@ class MetaRIM(Learner):
         outer, inner, active, parts = [], [], [], []
         for i, (chunk, target) in enumerate(zip(chunks, targets)):
             loss, part, masks = rollout_loss(learner, chunk, c, kind="ppo", reset_memory=c.reset_memory,
-                                             targets=target)
+                                             targets=target, window=c.meta_window)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite loss ({loss.item()}) at update {self.updates}")
             if i > 0 or c.outer_chunks == "all":
@@ -243,7 +260,7 @@ class MetaRIM(Learner):
                 parts.append(part)
             if i < len(chunks) - 1:
                 inner.append(loss.item())
-                act = reduce_activity(masks)
+                act = self._activity(masks)
                 active.append(float(act.mean()))
                 learner.adapt(loss, active=act, retain_graph=True)
         return (torch.stack(outer).mean(), inner, active,
@@ -264,8 +281,13 @@ class MetaRIM(Learner):
         :math:`L_i` the A2C loss of the chunk just collected (``MaskedLearner.adapt``'s step,
         :func:`~metarim.meta.functional.adapt_in_place`)."""
         c = self.config
-        loss, _, masks = rollout_loss(self.actor, chunk, c, reset_memory=c.reset_memory)
-        adapt_in_place(self.actor, loss, self.inner_rates(), self.meta.partition, masks)
+        loss, _, masks = rollout_loss(self.actor, chunk, c, reset_memory=c.reset_memory, window=c.meta_window)
+        adapt_in_place(self.actor, loss, self.inner_rates(), self.meta.partition, self._activity(masks))
+
+    def _activity(self, masks: torch.Tensor) -> torch.Tensor:
+        """The ``(N,)`` activity of a chunk's ``(T, B, N)`` selection masks that its masked
+        step uses: ``reduce_activity`` with ``selection`` (``k`` modules for ``"topk"``)."""
+        return reduce_activity(masks, self.meta.reduction, k=self.meta.k)
 
     def inner_rates(self) -> float | dict[str, torch.Tensor]:
         """The inner step size: ``inner_lr``, or with ``learnable_lr`` the current

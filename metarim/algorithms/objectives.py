@@ -33,7 +33,7 @@ from metarim.config import TrainConfig
 from metarim.rl.losses import a2c_loss, gae, ppo_loss
 from metarim.rl.rollout import Rollout
 
-__all__ = ["policy_terms", "rollout_loss", "select_columns", "sequence_targets"]
+__all__ = ["policy_terms", "rollout_loss", "select_columns", "sequence_targets", "split_windows", "join_windows"]
 
 
 def policy_terms(logits: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
@@ -60,11 +60,49 @@ def policy_terms(logits: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
     return logp, entropy
 
 
+def split_windows(x: Tensor, length: int) -> Tensor:
+    """``(T, B, ...)`` → ``(length, T // length * B, ...)``: column ``j * B + b`` is steps
+    ``j * length .. (j + 1) * length - 1`` of column ``b`` (PPO's layout).
+
+    Example:
+        >>> split_windows(torch.arange(6).reshape(3, 2), 3).equal(torch.arange(6).reshape(3, 2))
+        True
+        >>> split_windows(torch.arange(4).reshape(4, 1), 2).tolist()
+        [[0, 2], [1, 3]]
+    """
+    steps, batch = x.shape[:2]
+    y = x.reshape(steps // length, length, batch, *x.shape[2:]).transpose(0, 1)
+    return y.reshape(length, steps // length * batch, *x.shape[2:])
+
+
+def join_windows(x: Tensor, steps: int) -> Tensor:
+    """Inverse of :func:`split_windows`: ``(length, steps // length * B, ...)`` → ``(steps, B, ...)``.
+
+    Example:
+        >>> x = torch.randn(8, 3, 2)
+        >>> join_windows(split_windows(x, 4), 8).equal(x)
+        True
+    """
+    length, cols = x.shape[:2]
+    batch = cols // (steps // length)
+    y = x.reshape(length, steps // length, batch, *x.shape[2:]).transpose(0, 1)
+    return y.reshape(steps, batch, *x.shape[2:])
+
+
 def rollout_loss(
     policy: nn.Module, rollout: Rollout, config: TrainConfig, *, kind: str = "a2c",
-    reset_memory: bool = True, targets: tuple[Tensor, Tensor] | None = None,
+    reset_memory: bool = True, targets: tuple[Tensor, Tensor] | None = None, window: int = 0,
 ) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
-    """Differentiable loss of a whole ``(T, B)`` rollout under ``policy`` (module docstring).
+    r"""Differentiable loss of a whole ``(T, B)`` rollout under ``policy`` (module docstring).
+
+    With ``window`` :math:`w < T` the rollout is re-run with truncated backprop, as PPO's
+    ``recurrence``: each column is cut into :math:`T/w` windows of :math:`w` steps, window
+    :math:`j` starts from the stored (detached) collection-time memory
+    :math:`h_{jw}` (``rollout.memory[.][j * w]``), and all :math:`T/w \cdot B` windows run
+    in one batched policy call, so the sequential depth is :math:`w` steps. The outputs are
+    put back in ``(T, B)`` order and the loss is the same function of them; only the
+    gradient through the memory across window starts is dropped. ``window`` 0 or
+    :math:`T`: one window, the whole rollout from ``memory[.][0]``.
 
     Args:
         policy: an actor-critic (or a clone of one) ``(obs, state, done) -> (logits,
@@ -81,16 +119,22 @@ def rollout_loss(
         targets: precomputed ``(advantages, returns)`` of this rollout, e.g. from GAE
             over a longer sequence it is a chunk of (:func:`sequence_targets`); by
             default GAE over this rollout alone, bootstrapped with its ``last_value``.
+        window: steps per truncated-backprop window (0: the whole rollout); must divide
+            ``T``.
 
     Returns:
         ``(loss, parts, masks)``: the scalar loss, its detached parts and the RIM
         activity ``(T, B, N)`` of this re-run (``None`` for an LSTM).
 
     Raises:
-        ValueError: ``kind`` is neither ``"a2c"`` nor ``"ppo"``.
+        ValueError: ``kind`` is neither ``"a2c"`` nor ``"ppo"``, or ``window`` does not
+            divide the rollout's length.
     """
     if kind not in ("a2c", "ppo"):
         raise ValueError(f"kind={kind!r} must be 'a2c' or 'ppo'")
+    steps = rollout.actions.shape[0]
+    if window < 0 or (window and steps % window):
+        raise ValueError(f"window={window} must be 0 or divide the rollout's {steps} steps")
     if targets is None:
         adv, ret = gae(rollout.rewards, rollout.values, rollout.ends, rollout.last_value,
                        gamma=config.gamma, lam=config.gae_lambda)
@@ -99,8 +143,16 @@ def rollout_loss(
     if config.norm_adv and adv.numel() > 1:
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
     obs = {"image": rollout.obs["image"], "mission": rollout.obs["mission"]}
-    mem0 = tuple(m[0] for m in rollout.memory)
-    logits, values, _, masks = policy(obs, mem0, rollout.starts if reset_memory else None)
+    if window and window < steps:  # truncated: T/w windows per column, one batched call
+        obs = {k: split_windows(v, window) for k, v in obs.items()}
+        mem0 = tuple(m[::window].reshape(-1, *m.shape[2:]) for m in rollout.memory)
+        starts = split_windows(rollout.starts, window) if reset_memory else None
+        logits, values, _, masks = policy(obs, mem0, starts)
+        logits, values = join_windows(logits, steps), join_windows(values, steps)
+        masks = None if masks is None else join_windows(masks, steps)
+    else:
+        mem0 = tuple(m[0] for m in rollout.memory)
+        logits, values, _, masks = policy(obs, mem0, rollout.starts if reset_memory else None)
     logp, entropy = policy_terms(logits, rollout.actions)
     if kind == "ppo":
         loss, parts = ppo_loss(logp, rollout.logprobs, adv, values, rollout.values, ret, entropy,

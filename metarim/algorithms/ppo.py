@@ -7,11 +7,23 @@ passes of minibatch Adam on the clipped loss (:func:`~metarim.rl.losses.ppo_loss
 Each window is re-run by one batched call of the policy, so an update has no Python
 loop over envs, only over the ``recurrence`` steps inside the memory core.
 
+With ``window_shift`` (torch-ac 1.4.0), every other epoch of the run cuts the windows
+``h = recurrence // 2`` steps later, at :math:`t = h + jR` for :math:`j < T/R - 1` (the
+last window of a column would run past it and is dropped). With ``memory_refresh`` as
+well, each re-run window also writes its memory at the step where a window of the
+other offset starts (:math:`t + h` for an unshifted window, :math:`t + R - h` for a
+shifted one) back into a copy of the rollout's stored memory, detached, so the next
+epoch starts those windows from memories of the current parameters, as torch-ac's
+``exps.memory[inds + i + 1] = memory.detach()`` (the other positions it writes are
+never read). Such a window runs as two policy calls, split at that step, with the
+gradient flowing through the split.
+
 A2C is the same loop with one epoch, one batch and :func:`~metarim.rl.losses.a2c_loss`.
 
 References:
     Schulman, Wolski, Dhariwal, Radford, Klimov. "Proximal Policy Optimization
-    Algorithms". arXiv:1707.06347, 2017.
+    Algorithms". arXiv:1707.06347, 2017. torch-ac 1.4.0 ``algos/ppo.py``
+    (https://github.com/lcswillems/torch-ac) for the window shift and memory refresh.
 """
 
 from __future__ import annotations
@@ -33,6 +45,8 @@ from metarim.rl.rollout import Rollout, RolloutCollector
 from metarim.tasks.task import Task
 
 __all__ = ["A2C", "PPO", "distinct_obs", "windows"]
+
+State = tuple[Tensor, ...]
 
 
 def distinct_obs(obs: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -68,6 +82,7 @@ class PPO(Learner):
 
     supports_env_worker = True
     supports_compile = True
+    supports_window_shift = True
 
     def __init__(self, config: TrainConfig) -> None:
         super().__init__(config)
@@ -80,7 +95,7 @@ class PPO(Learner):
         # not fused=True: that kernel is 0.5 ms cheaper per step (~1.5 % of an update) but
         # rounds differently, and DoorKey-5x5 is chaotic enough that seed 0 then missed the
         # 150k-frame budget docs/results.md states (0.26 success at 150k, measured)
-        self.optimizer = adam(self.policy.parameters(), config.lr)
+        self.optimizer = adam(self.policy.parameters(), config.lr, config.adam_eps)
         self.collector = RolloutCollector(self.envs, self.policy, config.num_steps)
         self.recent = EpisodeWindow()
         self.stateful = {"optimizer": self.optimizer, "collector": self.collector, "recent": self.recent}
@@ -105,18 +120,32 @@ class PPO(Learner):
             "time/update_s": t2 - t1,
         }
 
-    def _loss(self, b: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    def _loss(self, b: dict[str, Tensor], split: int = 0) -> tuple[Tensor, dict[str, Tensor], State | None]:
+        """The PPO loss of the minibatch of windows ``b``, its parts, and with ``split``
+        (``0 < split < recurrence``) the memory before step ``split`` of each window: the
+        windows then run as two policy calls around that step (same function)."""
         c = self.config
         obs = {k: b[k] for k in ("image", "mission", "image_index", "mission_index") if k in b}
-        logits, values, _, _ = self.policy(obs, b["memory"], b["starts"])
+        mid = None
+        if split:
+            def part(sl: slice) -> dict[str, Tensor]:  # the index tables are time-first
+                return {k: (v[sl] if k.endswith("_index") else v) for k, v in obs.items()}
+
+            first, second = slice(None, split), slice(split, None)
+            logits_a, values_a, mid, _ = self.policy(part(first), b["memory"], b["starts"][first])
+            logits_b, values_b, _, _ = self.policy(part(second), mid, b["starts"][second])
+            logits, values = torch.cat([logits_a, logits_b]), torch.cat([values_a, values_b])
+        else:
+            logits, values, _, _ = self.policy(obs, b["memory"], b["starts"])
         logp, entropy = policy_terms(logits, b["actions"])
         adv = b["advantages"]
         if c.norm_adv:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-        return ppo_loss(
+        loss, parts = ppo_loss(
             logp, b["logprobs"], adv, values, b["values"], b["returns"], entropy,
             clip=c.clip, value_coef=c.value_coef, entropy_coef=c.entropy_coef,
         )
+        return loss, parts, mid
 
     def update(self, rollout: Rollout) -> dict[str, float]:
         """``epochs`` passes of minibatch gradient steps on ``rollout``."""
@@ -125,23 +154,37 @@ class PPO(Learner):
                        gamma=c.gamma, lam=c.gae_lambda)
         R = c.recurrence
         tables = distinct_obs(rollout.obs)
-        seq = {k: windows(v, R) for k, v in {
+        steps = {
             "image_index": tables["image_index"], "mission_index": tables["mission_index"],
             "actions": rollout.actions, "logprobs": rollout.logprobs, "values": rollout.values,
-            "starts": rollout.starts, "advantages": adv, "returns": ret}.items()}
-        mem0 = tuple(m[::R].reshape(-1, *m.shape[2:]) for m in rollout.memory)
-        n_win = seq["actions"].shape[1]
+            "starts": rollout.starts, "advantages": adv, "returns": ret}
+        T, B = rollout.actions.shape[:2]
+        half = R // 2
+        # by epoch parity: (offset of the first window, the windows); parity 1 is shifted
+        seqs = [(0, {k: windows(v, R) for k, v in steps.items()})]
+        if c.window_shift:  # windows at half + j R, j < T/R - 1
+            seqs.append((half, {k: windows(v[half : T - R + half], R) for k, v in steps.items()}))
+        refresh = c.memory_refresh and half > 0
+        memory = tuple(m.clone() for m in rollout.memory) if refresh else rollout.memory
         per_batch = c.batch_size // R
         sums: dict[str, float] = {}
         count = 0
-        for _ in range(self.epochs):
+        for epoch in range(self.epochs):
+            h, seq = seqs[(self.updates * self.epochs + epoch) % len(seqs)]
+            n_win = seq["actions"].shape[1]
+            mem0 = tuple(m[h::R][: n_win // B].reshape(-1, *m.shape[2:]) for m in memory)
+            split = (R - h if h else half) if refresh else 0  # where a window of the other offset starts
             order = torch.randperm(n_win)
             for i in range(0, n_win, per_batch):
                 idx = order[i : i + per_batch]
                 b = {k: v[:, idx] for k, v in seq.items()}
                 b["memory"] = tuple(m[idx] for m in mem0)
                 b["image"], b["mission"] = tables["image"], tables["mission"]
-                loss, parts = self._loss(b)
+                loss, parts, mid = self._loss(b, split)
+                if mid is not None:  # window j starts at step h + (j // B) R of column j % B
+                    rows, cols = h + torch.div(idx, B, rounding_mode="floor") * R + split, idx % B
+                    for m, m_mid in zip(memory, mid):
+                        m[rows, cols] = m_mid.detach()
                 grad_norm = self.optimizer_step(loss, self.optimizer)
                 parts["grad_norm"] = grad_norm
                 for k, v in parts.items():
@@ -161,10 +204,13 @@ class PPO(Learner):
 
 @register_learner("a2c")
 class A2C(PPO):
-    r"""Synchronous advantage actor-critic: one gradient step per rollout.
+    r"""Synchronous advantage actor-critic: one gradient step per rollout (no
+    ``window_shift``/``memory_refresh``).
 
     .. math:: L = -\mathbb{E}[\log\pi(a|s) A] + c_v \mathbb{E}(V - R)^2 - c_H \mathbb{E}H
     """
+
+    supports_window_shift = False
 
     @property
     def epochs(self) -> int:

@@ -81,7 +81,7 @@ class Reptile(TaskLearner):
         r"""Starts from ``theta``, takes ``inner_steps`` Adam steps on ``task``; returns :math:`\tilde\theta`."""
         c = self.config
         copy_into(self.policy, theta)
-        opt = adam(self.policy.parameters(), c.lr)
+        opt = adam(self.policy.parameters(), c.lr, c.adam_eps)
         for _ in range(c.inner_steps):
             rollout = self.collectors.collect(task, self.policy)
             self._frames += rollout.num_frames

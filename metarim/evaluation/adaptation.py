@@ -85,18 +85,19 @@ class Adapter:
         self.partition: ParamPartition | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         if rule == "masked_sgd":
-            self.partition = partition_parameters(self.policy)
+            self.partition = partition_parameters(self.policy, config.fast_params)
         elif rule == "sgd":
             self.optimizer = torch.optim.SGD(self.policy.parameters(), lr=config.inner_lr)
         else:
-            self.optimizer = adam(self.policy.parameters(), config.lr)
+            self.optimizer = adam(self.policy.parameters(), config.lr, config.adam_eps)
 
     def update(self, rollout: Any) -> float:
         """One adaptation step on ``rollout`` (collected by :attr:`policy`); returns the loss."""
         loss, _, masks = rollout_loss(self.policy, rollout, self.config, reset_memory=self.config.reset_memory)
         if self.optimizer is None:  # masked_sgd
             lr = self.config.inner_lr if self.rates is None else self.rates
-            adapt_in_place(self.policy, loss, lr, self.partition, masks)
+            adapt_in_place(self.policy, loss, lr, self.partition, masks, reduction=self.config.selection,
+                           k=self.config.k if self.config.selection == "topk" else None)
             return loss.item()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

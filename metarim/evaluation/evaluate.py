@@ -41,7 +41,7 @@ def load_run(run_dir: str | pathlib.Path) -> tuple[TrainConfig, ActorCritic, Voc
     run = pathlib.Path(run_dir)
     saved = read_run_config(run)["config"]
     try:
-        config = TrainConfig.from_dict(saved)
+        config = TrainConfig.from_dict(saved, legacy=True)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{run / 'config.json'}: {e}") from None
     found = load_newest_checkpoint(run)

@@ -59,6 +59,7 @@ class MetaWrapper(Protocol):
     module: nn.Module
     partition: ParamPartition
     reduction: str
+    k: Optional[int]
 
     def learning_rates(self) -> LearningRate: ...
 
@@ -121,7 +122,7 @@ class MaskedLearner(nn.Module):
         self._meta = (meta,)  # a reference, not a submodule: its parameters are not ours
         self.partition: ParamPartition = meta.partition
         self.first_order = first_order
-        self.reduction = meta.reduction
+        self.reduction, self.k = meta.reduction, meta.k
         self.lr: LearningRate = meta.learning_rates()
 
     def parameter_dict(self) -> TensorDict:
@@ -136,7 +137,7 @@ class MaskedLearner(nn.Module):
     def block_masks(self, active: Optional[Any]) -> Optional[TensorDict]:
         """Masks for ``active`` (``None``: no mask); ``(..., N)`` is reduced first."""
         ref = next(iter(self.fast_parameters().values()))
-        return activity_masks(self.partition, active, ref, self.reduction)
+        return activity_masks(self.partition, active, ref, self.reduction, self.k)
 
     def clone(self, *, first_order: Optional[bool] = None) -> MaskedLearner:
         """A differentiable copy that starts from this learner's current (adapted)
@@ -164,7 +165,8 @@ class MaskedLearner(nn.Module):
                 or selection masks ``(B, N)`` / ``(T, B, N)`` reduced over every leading
                 axis by :func:`~metarim.meta.partition.reduce_activity` with the ``reduction`` of
                 the :class:`MaskedMAML` (default ``"any"``: a module counts as active if
-                it was selected at any step, for any batch element).
+                it was selected at any step, for any batch element; ``"topk"``: the
+                ``k`` modules selected most often).
             first_order: ``None`` uses the learner's default.
             retain_graph: keep the inner loss graph (default: only in second order).
                 Pass ``True`` in first order if the outer loss backpropagates through

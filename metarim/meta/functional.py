@@ -200,13 +200,15 @@ def masked_maml_update(
 
 
 def activity_masks(
-    partition: ParamPartition, active: Optional[Any], like: Tensor, reduction: str = "any"
+    partition: ParamPartition, active: Optional[Any], like: Tensor, reduction: str = "any",
+    k: Optional[int] = None,
 ) -> Optional[TensorDict]:
     """Block masks of ``partition`` for ``active``, in ``like``'s dtype and device.
 
     ``active`` is ``None`` (no mask), a ``(N,)`` activity vector (any sequence) or
     selection masks ``(B, N)`` / ``(T, B, N)``, reduced first by
-    :func:`~metarim.meta.partition.reduce_activity` with ``reduction``.
+    :func:`~metarim.meta.partition.reduce_activity` with ``reduction`` (and ``k`` for
+    ``"topk"``).
 
     Raises:
         ValueError: if ``active`` does not have one entry per module.
@@ -216,7 +218,7 @@ def activity_masks(
     if not isinstance(active, Tensor):
         active = torch.as_tensor(active)
     if active.dim() > 1:
-        active = reduce_activity(active, reduction)
+        active = reduce_activity(active, reduction, k=k)
     return partition.block_masks(active, dtype=like.dtype, device=like.device)
 
 
@@ -228,6 +230,7 @@ def adapt_in_place(
     active: Optional[Any] = None,
     *,
     reduction: str = "any",
+    k: Optional[int] = None,
 ) -> TensorDict:
     r"""One first-order masked step of a plain module, in place:
     :math:`\theta \gets \theta - \alpha (M(a) \odot \nabla_\theta L)` on the fast tensors.
@@ -242,7 +245,9 @@ def adapt_in_place(
             (pass detached rates: nothing differentiates through this step).
         partition: names the fast parameters and their module axes.
         active: module activity, as for :func:`activity_masks`.
-        reduction: how ``(T, B, N)`` / ``(B, N)`` activity is reduced.
+        reduction: how ``(T, B, N)`` / ``(B, N)`` activity is reduced
+            (:func:`~metarim.meta.partition.reduce_activity`).
+        k: modules kept by ``reduction="topk"``.
 
     Returns:
         The fast parameters by name (the module's own tensors, updated).
@@ -260,5 +265,5 @@ def adapt_in_place(
     params = dict(module.named_parameters())
     names = list(partition.fast)
     grads = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
-    masks = activity_masks(partition, active, params[names[0]], reduction)
+    masks = activity_masks(partition, active, params[names[0]], reduction, k)
     return masked_update({n: params[n] for n in names}, dict(zip(names, grads)), lr, masks, inplace=True)

@@ -45,7 +45,7 @@ from torch import nn
 
 from metarim.meta.backends import MaskedLearner, get_backend
 from metarim.meta.functional import LearningRate, check_lr
-from metarim.meta.partition import FastSpec, partition_parameters
+from metarim.meta.partition import REDUCTIONS, FastSpec, partition_parameters, reduce_activity
 
 __all__ = ["MaskedMAML"]
 
@@ -75,12 +75,17 @@ class MaskedMAML(nn.Module):
             registered with :func:`~metarim.meta.backends.register_backend`.
         learnable_lr: Meta-SGD: one learnable rate per element of each fast tensor,
             initialised to ``lr``, stored in :attr:`lrs` (slow parameters).
-        reduction: how ``(T, B, N)`` / ``(B, N)`` activity is reduced to ``(N,)``, see
-            :func:`~metarim.meta.partition.reduce_activity`.
+        reduction: how ``(T, B, N)`` / ``(B, N)`` activity is reduced to ``(N,)``:
+            ``"any"``, ``"mean"`` or ``"topk"``, see
+            :func:`~metarim.meta.partition.reduce_activity`. With the default fast set,
+            ``"any"`` masks nothing the gradient has not already zeroed; ``"topk"``
+            adapts only the ``k`` modules selected most often in the chunk.
+        k: modules kept by ``reduction="topk"`` (required there, e.g. the RIM's own ``k``).
 
     Raises:
-        ValueError: negative ``lr``, unknown ``backend`` or ``reduction``, a ``fast``
-            spec that matches nothing.
+        ValueError: negative ``lr``, unknown ``backend`` or ``reduction``, ``k`` missing
+            for ``"topk"`` (or given for another reduction), a ``fast`` spec that
+            matches nothing.
 
     References:
         Madan et al. "Fast and Slow Learning of Recurrent Independent Mechanisms".
@@ -112,15 +117,19 @@ class MaskedMAML(nn.Module):
         backend: str = "learn2learn",
         learnable_lr: bool = False,
         reduction: str = "any",
+        k: Optional[int] = None,
     ):
         super().__init__()
         self.lr = check_lr(lr)
         get_backend(backend)  # raises ValueError for an unknown name
-        if reduction not in ("any", "mean"):
-            raise ValueError(f"reduction={reduction!r} must be 'any' or 'mean'")
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction={reduction!r} must be one of {REDUCTIONS}")
         self.module = module
         self.first_order, self.backend, self.reduction = bool(first_order), backend, reduction
         self.partition = partition_parameters(module, fast)
+        if reduction == "topk" or k is not None:  # the same checks as reduce_activity's
+            reduce_activity(torch.zeros(1, self.partition.num_units or 1), reduction, k=k)
+        self.k = k
         self.lrs: Optional[nn.ParameterList] = None
         if learnable_lr:
             params = dict(module.named_parameters())

@@ -23,7 +23,7 @@ References:
 from __future__ import annotations
 
 from metarim.rim.attention import CommAttention, InputAttention
-from metarim.rim.cell import RIM, RIMCell, State
+from metarim.rim.cell import INITS, RIM, RIMCell, State
 from metarim.rim.group import GroupGRUCell, GroupLinear, GroupLSTMCell
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "GroupGRUCell",
     "GroupLSTMCell",
     "GroupLinear",
+    "INITS",
     "InputAttention",
     "RIM",
     "RIMCell",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -16,7 +17,10 @@ from metarim.rim.group import (
     lstm_pointwise,
 )
 
-__all__ = ["RIM", "RIMCell", "State"]
+__all__ = ["INITS", "RIM", "RIMCell", "State"]
+
+INITS = ("zeros", "learned")
+"""Names accepted by ``RIMCell(init=...)``: the state a memory reset starts from."""
 
 State = tuple[Tensor, ...]
 """Recurrent state: ``(h, c)`` for LSTM modules, ``(h,)`` for GRU modules, each
@@ -59,6 +63,17 @@ class RIMCell(nn.Module):
         comm_value_size: communication value size per head (reference: 32).
         comm_heads: communication heads (reference: 4).
         dropout: attention dropout (reference: 0.1; default 0, see module docstring).
+        init: the state a reset starts from. ``"zeros"`` (default): zeros, as in the
+            reference. After a zero reset every query is zero, so all input-attention
+            scores tie at 0 and ``torch.topk`` picks the same modules at the first step
+            of every episode (``{2, 3}`` for ``N = 4, k = 2``), whatever the input.
+            ``"learned"``: a learned initial state per module, parameters ``h0`` (and
+            ``c0`` for LSTM modules) of shape ``(num_units, hidden_size // num_units)``,
+            drawn :math:`\mathcal{U}(-1/\sqrt{d}, 1/\sqrt{d})` (``d`` the module size)
+            from a fork of the global RNG, so the other parameters are initialised
+            exactly as with ``"zeros"``. Each module's query at a reset is then
+            :math:`h_{0,n} W^q_n`, and the first step's selection depends on the input
+            and on the modules' parameters.
 
     Example:
         >>> cell = RIMCell(input_size=8, hidden_size=24, num_units=6, k=4)
@@ -83,6 +98,7 @@ class RIMCell(nn.Module):
         comm_value_size: int = 32,
         comm_heads: int = 4,
         dropout: float = 0.0,
+        init: str = "zeros",
     ):
         super().__init__()
         check_positive(
@@ -102,6 +118,8 @@ class RIMCell(nn.Module):
             raise ValueError(f"cell={cell!r} must be 'lstm' or 'gru'")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout={dropout!r} must be in [0, 1)")
+        if init not in INITS:
+            raise ValueError(f"init={init!r} must be one of {INITS}")
         self.input_size, self.hidden_size = input_size, hidden_size
         self.num_units, self.k, self.cell = num_units, k, cell
         self.unit_size = hidden_size // num_units
@@ -114,6 +132,20 @@ class RIMCell(nn.Module):
         self.comm_attention = CommAttention(
             self.unit_size, num_units, comm_key_size, comm_value_size, comm_heads, dropout
         )
+        self.init = init
+        if init == "learned":
+            bound = 1.0 / math.sqrt(self.unit_size)
+            with torch.random.fork_rng(devices=[]):  # leaves the global RNG where it was
+                for name in ("h0", "c0") if cell == "lstm" else ("h0",):
+                    value = torch.empty(num_units, self.unit_size).uniform_(-bound, bound)
+                    self.register_parameter(name, nn.Parameter(value))
+
+    def reset_values(self) -> Optional[State]:
+        """The per-module state a reset starts from, ``(num_units, unit)`` tensors
+        (``h0``, and ``c0`` for LSTM modules), or ``None`` for zeros (``init="zeros"``)."""
+        if self.init == "zeros":
+            return None
+        return (self.h0, self.c0) if self.cell == "lstm" else (self.h0,)
 
     def initial_state(
         self,
@@ -121,12 +153,16 @@ class RIMCell(nn.Module):
         device: Optional[torch.device] = None,
         dtype: Optional[torch.dtype] = None,
     ) -> State:
-        """Zero state: a tuple of ``(batch_size, num_units, hidden_size // num_units)``."""
+        """The reset state, a tuple of ``(batch_size, num_units, hidden_size // num_units)``:
+        zeros, or with ``init="learned"`` copies of the learned ``h0`` (and ``c0``)."""
         if dtype is None:
             dtype = self.mechanisms.weight_hh.dtype
         if device is None:
             device = self.mechanisms.weight_hh.device
         shape = (batch_size, self.num_units, self.unit_size)
+        learned = self.reset_values()
+        if learned is not None:
+            return tuple(s.to(device=device, dtype=dtype).unsqueeze(0).expand(shape).clone() for s in learned)
         n = 2 if self.cell == "lstm" else 1
         return tuple(torch.zeros(shape, device=device, dtype=dtype) for _ in range(n))
 
@@ -222,17 +258,19 @@ class RIMCell(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, num_units={self.num_units}, "
-                f"k={self.k}, cell={self.cell!r}")
+                f"k={self.k}, cell={self.cell!r}" + (f", init={self.init!r}" if self.init != "zeros" else ""))
 
 
 class RIM(nn.Module):
-    """A RIM over a sequence, with ``nn.LSTM``-like shapes (time first).
+    r"""A RIM over a sequence, with ``nn.LSTM``-like shapes (time first).
 
     ``forward(x, state=None, done=None)`` takes ``x`` of shape ``(T, B, input_size)`` and
     an optional ``done`` of shape ``(T, B)``: ``done[t, b]`` true means observation ``t``
-    of sequence ``b`` starts a new episode, so its state is zeroed before step ``t``
-    (the CleanRL/torch-ac convention). Returns ``(output (T, B, hidden_size), state,
-    masks (T, B, N))``.
+    of sequence ``b`` starts a new episode, so its state is reset before step ``t``
+    (the CleanRL/torch-ac convention): zeroed, :math:`s \gets (1 - d)\, s`, or with
+    ``init="learned"`` set to the learned initial state,
+    :math:`s \gets (1 - d)\, s + d\, s_0`. Returns ``(output (T, B, hidden_size),
+    state, masks (T, B, N))``.
 
     Keyword arguments are passed to :class:`RIMCell`.
 
@@ -253,7 +291,7 @@ class RIM(nn.Module):
         self.num_units, self.k = num_units, k
 
     def initial_state(self, batch_size: int, device=None, dtype=None) -> State:
-        """Zero state, see :meth:`RIMCell.initial_state`."""
+        """The reset state, see :meth:`RIMCell.initial_state`."""
         return self.cell.initial_state(batch_size, device, dtype)
 
     def forward(
@@ -274,11 +312,17 @@ class RIM(nn.Module):
         # size of the whole sequence; unbind's backward is one stack.
         keys, gates = keys.unbind(0), gates.unbind(1)
         state = tuple(s.transpose(0, 1).contiguous() for s in state)  # module-first (N, B, d)
+        learned = self.cell.reset_values()
+        if learned is not None:
+            learned = tuple(s.to(x.dtype).unsqueeze(1) for s in learned)  # (N, 1, d)
         states, masks = [], []
         for t in range(steps):
             if done is not None:
                 keep = (~done[t].bool()).to(x.dtype).view(1, batch, 1)
-                state = tuple(s * keep for s in state)
+                if learned is None:
+                    state = tuple(s * keep for s in state)
+                else:
+                    state = tuple(s * keep + s0 * (1 - keep) for s, s0 in zip(state, learned))
             state, mask = self.cell.step(keys[t], gates[t], state)
             states.append(state[0])
             masks.append(mask)

@@ -1,17 +1,25 @@
 r"""Actor-critic policy: image and mission encoders, a memory core, two heads.
 
 The 7×7×3 symbolic view (object, colour, state ids) is one-hot coded per channel
-(11 + 6 + 3 planes) and goes through three small convolutions (7→6→3→2→1, as in torch-ac's
-BabyAI model); the first convolution on one-hot planes is exactly a learned embedding of
-each cell followed by a convolution, without the embedding's slow scatter backward. The mission's word ids go through an
+(11 + 6 + 3 planes; ``image_encoding="onehot"``, default) or read as its three raw ids
+cast to float (``"raw"``, as the rl-starter-files model), and goes through three small
+convolutions (7→6→3→2→1, as in torch-ac's BabyAI model); the first convolution on
+one-hot planes is exactly a learned embedding of each cell followed by a convolution,
+without the embedding's slow scatter backward. The mission's word ids go through an
 embedding and a GRU whose last valid hidden state is the mission code :math:`m`.
 
 They are combined by **FiLM** (default, Perez et al. 2018, as in the BabyAI baselines):
 the last convolution's pre-activation :math:`z` becomes
 :math:`\mathrm{ReLU}(\gamma(m) \odot z + \beta(m))`, so the instruction gates *which*
-visual features reach the memory; or by **concatenation** ``[image, m]``. See
+visual features reach the memory; or by **concatenation** ``[ReLU(z), m]``. See
 ``docs/rl.md`` for why FiLM is the default. The memory core (``"lstm"`` or ``"rim"``)
-reads the combined code; the actor gives action logits and the critic a value.
+reads the combined code; the actor gives action logits and the critic a value. With
+``combine="heads"`` (the rl-starter-files layout) the memory reads :math:`\mathrm{ReLU}(z)`
+only and the heads read :math:`[h_t, m]`, the memory output next to the mission code.
+
+``init="kit"`` re-initialises the ``nn.Linear`` layers outside the memory core as
+rl-starter-files' ``init_params``: :math:`W_{ij} \sim \mathcal{N}(0, 1)`, then each row
+:math:`W_i \leftarrow W_i / \lVert W_i \rVert_2`, bias 0.
 
 Example:
     >>> import torch
@@ -35,7 +43,7 @@ from torch import Tensor, nn
 
 from metarim.rl.memory import make_memory
 
-__all__ = ["ActorCritic", "MissionEncoder", "unique_rows"]
+__all__ = ["ActorCritic", "MissionEncoder", "kit_init", "unique_rows"]
 
 State = tuple[Tensor, ...]
 # ids per channel of the symbolic view: 11 object types, 6 colours, 3 door states
@@ -136,10 +144,18 @@ class ActorCritic(nn.Module):
         vocab_size: size of the word-id table.
         memory: name of a registered memory core (``"lstm"``, ``"rim"``).
         hidden_size: memory size (total over modules for a RIM).
-        combine: ``"film"`` or ``"concat"``.
+        combine: ``"film"``, ``"concat"`` or ``"heads"`` (see the module docstring).
         image_dim: image code size.
         mission_dim: mission code size.
         memory_kwargs: extra arguments of the core (``num_units``, ``k`` for a RIM).
+        image_encoding: ``"onehot"`` (20 planes) or ``"raw"`` (the 3 ids as floats).
+        init: ``"torch"`` (PyTorch's defaults, the actor's last layer orthogonal with gain
+            0.01) or ``"kit"`` (:func:`kit_init` on every ``nn.Linear`` outside the
+            memory core, the actor's last layer included).
+
+    References:
+        rl-starter-files ``model.py`` (``ACModel``, ``init_params``), Lucas Willems,
+        https://github.com/lcswillems/rl-starter-files.
     """
 
     def __init__(
@@ -153,29 +169,40 @@ class ActorCritic(nn.Module):
         image_dim: int = 64,
         mission_dim: int = 64,
         memory_kwargs: dict[str, Any] | None = None,
+        image_encoding: str = "onehot",
+        init: str = "torch",
     ) -> None:
         super().__init__()
-        if combine not in ("film", "concat"):
-            raise ValueError(f"combine={combine!r} must be 'film' or 'concat'")
-        self.combine = combine
+        if combine not in ("film", "concat", "heads"):
+            raise ValueError(f"combine={combine!r} must be 'film', 'concat' or 'heads'")
+        if image_encoding not in ("onehot", "raw"):
+            raise ValueError(f"image_encoding={image_encoding!r} must be 'onehot' or 'raw'")
+        if init not in ("torch", "kit"):
+            raise ValueError(f"init={init!r} must be 'torch' or 'kit'")
+        self.combine, self.image_encoding = combine, image_encoding
         self.register_buffer("offsets", torch.tensor([0, 11, 17]), persistent=False)
         self.register_buffer("maxima", torch.tensor(CHANNEL_SIZES) - 1, persistent=False)
+        in_planes = sum(CHANNEL_SIZES) if image_encoding == "onehot" else len(CHANNEL_SIZES)
         self.conv = nn.Sequential(
-            nn.Conv2d(sum(CHANNEL_SIZES), 16, 2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(in_planes, 16, 2), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(16, 32, 2), nn.ReLU(),
         )
         self.conv_last = nn.Conv2d(32, image_dim, 2)
         self.mission = MissionEncoder(vocab_size, 32, mission_dim)
         if combine == "film":
             self.film = nn.Linear(mission_dim, 2 * image_dim)
-            mem_in = image_dim
-        else:
-            mem_in = image_dim + mission_dim
+        mem_in = image_dim + mission_dim if combine == "concat" else image_dim
         self.memory = make_memory(memory, mem_in, hidden_size, **(memory_kwargs or {}))
-        self.actor = nn.Sequential(nn.Linear(hidden_size, 64), nn.Tanh(), nn.Linear(64, num_actions))
-        self.critic = nn.Sequential(nn.Linear(hidden_size, 64), nn.Tanh(), nn.Linear(64, 1))
-        nn.init.orthogonal_(self.actor[-1].weight, 0.01)
-        nn.init.zeros_(self.actor[-1].bias)
+        head_in = hidden_size + mission_dim if combine == "heads" else hidden_size
+        self.actor = nn.Sequential(nn.Linear(head_in, 64), nn.Tanh(), nn.Linear(64, num_actions))
+        self.critic = nn.Sequential(nn.Linear(head_in, 64), nn.Tanh(), nn.Linear(64, 1))
+        if init == "kit":
+            for name, module in self.named_modules():
+                if isinstance(module, nn.Linear) and not name.startswith("memory."):
+                    kit_init(module)
+        else:
+            nn.init.orthogonal_(self.actor[-1].weight, 0.01)
+            nn.init.zeros_(self.actor[-1].bias)
 
     def initial_state(self, batch_size: int) -> State:
         """Zero memory for ``batch_size`` sequences."""
@@ -184,12 +211,16 @@ class ActorCritic(nn.Module):
 
     def image_code(self, image: Tensor) -> Tensor:
         """``image (N, 7, 7, 3)`` → the last convolution's pre-activation ``z (N, image_dim)``."""
-        ids = torch.minimum(image.long(), self.maxima) + self.offsets  # (N, 7, 7, 3)
-        n, h, w, _ = ids.shape
         wt = self.conv_last.weight
-        x = torch.zeros(n, h, w, sum(CHANNEL_SIZES), dtype=wt.dtype, device=wt.device)
-        x.scatter_(-1, ids, 1.0)
-        x = x.permute(0, 3, 1, 2)
+        n = image.shape[0]
+        if self.image_encoding == "raw":
+            x = image.to(device=wt.device, dtype=wt.dtype).permute(0, 3, 1, 2)
+        else:
+            ids = torch.minimum(image.long(), self.maxima) + self.offsets  # (N, 7, 7, 3)
+            n, h, w, _ = ids.shape
+            x = torch.zeros(n, h, w, sum(CHANNEL_SIZES), dtype=wt.dtype, device=wt.device)
+            x.scatter_(-1, ids, 1.0)
+            x = x.permute(0, 3, 1, 2)
         if (n <= NATIVE_CONV_ROWS and wt.device.type == "cpu" and not torch.is_grad_enabled()
                 and torch.backends.mkldnn.enabled):
             torch.backends.mkldnn.enabled = False  # a process-wide switch, restored below
@@ -201,14 +232,17 @@ class ActorCritic(nn.Module):
 
     def mission_terms(self, m: Tensor) -> Tensor:
         """What the image code meets, per mission code ``m (N, mission_dim)``: FiLM's
-        ``[γ, β] (N, 2 * image_dim)``, or ``m`` itself for concatenation."""
+        ``[γ, β] (N, 2 * image_dim)``, or ``m`` itself (``concat``, ``heads``)."""
         return self.film(m) if self.combine == "film" else m
 
     def combine_codes(self, z: Tensor, terms: Tensor) -> Tensor:
-        """Image code ``z (N, image_dim)`` and :meth:`mission_terms` ``(N, ...)`` → memory input."""
+        """Image code ``z (N, image_dim)`` and :meth:`mission_terms` ``(N, ...)`` → memory
+        input (``heads``: the image code alone; the mission joins at the heads)."""
         if self.combine == "film":
             gamma, beta = terms.chunk(2, dim=-1)
             return torch.relu((1 + gamma) * z + beta)
+        if self.combine == "heads":
+            return torch.relu(z)
         return torch.cat([torch.relu(z), terms], dim=-1)
 
     def encode(self, image: Tensor, mission: Tensor) -> Tensor:
@@ -227,12 +261,16 @@ class ActorCritic(nn.Module):
         Returns:
             ``(*index.shape, D)``.
         """
-        shape = obs["image_index"].shape
+        z, terms = self._indexed_codes(obs)
+        return self.combine_codes(z, terms).view(*obs["image_index"].shape, -1)
+
+    def _indexed_codes(self, obs: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Image codes and mission terms ``(N, ...)`` of the frames of :meth:`encode_indexed`."""
         used, inverse = _used_rows(obs["image_index"])
         z = self.image_code(obs["image"][used])[inverse]
         used, inverse = _used_rows(obs["mission_index"])
         terms = self.mission_terms(self.mission.encode_unique(obs["mission"][used]))
-        return self.combine_codes(z, terms[inverse]).view(*shape, -1)
+        return z, terms[inverse]
 
     def forward(
         self, obs: dict[str, Tensor], state: State | None, done: Tensor | None
@@ -251,9 +289,31 @@ class ActorCritic(nn.Module):
             the core's activity masks ``(T, B, N)`` or ``None``.
         """
         if "image_index" in obs:
-            x = self.encode_indexed(obs)
+            shape = obs["image_index"].shape
+            z, terms = self._indexed_codes(obs)
         else:
-            steps, batch = obs["image"].shape[:2]
-            x = self.encode(obs["image"].flatten(0, 1), obs["mission"].flatten(0, 1)).view(steps, batch, -1)
+            shape = obs["image"].shape[:2]
+            z = self.image_code(obs["image"].flatten(0, 1))
+            terms = self.mission_terms(self.mission(obs["mission"].flatten(0, 1)))
+        x = self.combine_codes(z, terms).view(*shape, -1)
         out, state, masks = self.memory(x, state, done)
+        if self.combine == "heads":
+            out = torch.cat([out, terms.view(*shape, -1)], dim=-1)
         return self.actor(out), self.critic(out).squeeze(-1), state, masks
+
+
+def kit_init(layer: nn.Linear) -> None:
+    r"""rl-starter-files' ``init_params`` on one layer, in place: :math:`W_{ij} \sim
+    \mathcal{N}(0, 1)`, each row divided by its L2 norm, bias 0 (draws from torch's RNG).
+
+    Example:
+        >>> layer = nn.Linear(5, 3)
+        >>> kit_init(layer)
+        >>> torch.allclose(layer.weight.norm(dim=1), torch.ones(3)), bool((layer.bias == 0).all())
+        (True, True)
+    """
+    with torch.no_grad():
+        layer.weight.normal_(0, 1)
+        layer.weight.div_(layer.weight.pow(2).sum(1, keepdim=True).sqrt())
+        if layer.bias is not None:
+            layer.bias.zero_()

@@ -79,9 +79,11 @@ def run_state(folder: pathlib.Path, config: dict[str, Any]) -> str:
     from metarim.config import TrainConfig
 
     try:
-        # through TrainConfig, so that a field added since the run was saved takes its
-        # default instead of making every older run a conflict
-        saved = TrainConfig.from_dict(json.loads((folder / "config.json").read_text())["config"]).to_dict()
+        # through TrainConfig, so that a field added since the run was saved takes the
+        # value that reproduces the old run (config.LEGACY): it matches a config that
+        # asks for that value, and conflicts with one that asks for another
+        saved = TrainConfig.from_dict(json.loads((folder / "config.json").read_text())["config"],
+                                      legacy=True).to_dict()
     except (OSError, ValueError, KeyError, TypeError):
         return "conflict"
     if {k: v for k, v in saved.items() if k != "frames"} != {k: v for k, v in config.items() if k != "frames"}:
