@@ -89,8 +89,6 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a learner on a MiniGrid/BabyAI level")
     docs = _field_docs(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
-        if f.name == "algo_options":
-            continue
         doc = docs.get(f.name)
         flag, kw = "--" + f.name.replace("_", "-"), {"default": None, "help": _plain(doc) if doc else None}
         if f.type == "bool":

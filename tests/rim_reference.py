@@ -68,3 +68,18 @@ def reference_step(cell, x, state):
     else:
         new_state = (h_new,)
     return h_new.reshape(b, n_units * d), new_state, mask
+
+
+def never_select_last(monkeypatch):
+    """Patches the input attention so that its active set is always the first k modules."""
+    from metarim.rim import InputAttention
+
+    def select(self, keys, h):
+        b, n = h.shape[0], h.shape[1]
+        queries = self.query(h).view(b, n, self.num_heads, self.key_size)
+        logits = torch.einsum("bnhd,bhd->bhn", queries, keys) / math.sqrt(self.key_size)
+        mask = torch.zeros(b, n, dtype=logits.dtype)
+        mask[:, : self.k] = 1.0
+        return torch.sigmoid(logits) * mask.unsqueeze(1), mask
+
+    monkeypatch.setattr(InputAttention, "select", select)

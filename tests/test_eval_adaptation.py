@@ -13,13 +13,13 @@ import math
 
 import pytest
 import torch
+from rim_reference import never_select_last
 
 from metarim.algorithms import make_learner
 from metarim.algorithms.objectives import rollout_loss
 from metarim.config import TrainConfig
 from metarim.evaluation.adaptation import Adapter, fast_adaptation
 from metarim.meta import quiet_nonleaf_grad
-from metarim.rim import InputAttention
 from metarim.rl.rollout import RolloutCollector
 
 TINY = {"env": "BabyAI-GoToLocalS6N2-v0", "hidden_size": 12, "num_units": 3, "k": 2, "num_envs": 2,
@@ -31,18 +31,6 @@ def tiny(**kw) -> TrainConfig:
     return TrainConfig.from_dict({"algo": "metarim", "memory": "rim", **TINY, **kw})
 
 
-def never_select_last(monkeypatch) -> None:
-    """Input attention whose active set is always the first k modules."""
-
-    def select(self, keys, h):
-        b, n = h.shape[0], h.shape[1]
-        queries = self.query(h).view(b, n, self.num_heads, self.key_size)
-        logits = torch.einsum("bnhd,bhd->bhn", queries, keys) / math.sqrt(self.key_size)
-        mask = torch.zeros(b, n, dtype=logits.dtype)
-        mask[:, : self.k] = 1.0
-        return torch.sigmoid(logits) * mask.unsqueeze(1), mask
-
-    monkeypatch.setattr(InputAttention, "select", select)
 
 
 def as_double(rollout):

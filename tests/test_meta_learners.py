@@ -19,6 +19,7 @@ import pathlib
 
 import pytest
 import torch
+from rim_reference import never_select_last
 
 from metarim.algorithms import LEARNERS, make_learner, prepare_config
 from metarim.algorithms.objectives import rollout_loss
@@ -26,7 +27,6 @@ from metarim.algorithms.reptile import reptile_update
 from metarim.config import TrainConfig
 from metarim.meta.backends import quiet_nonleaf_grad
 from metarim.meta.partition import reduce_activity
-from metarim.rim import InputAttention
 
 LEVEL = "BabyAI-GoToLocalS6N2-v0"
 TINY = {"env": LEVEL, "hidden_size": 12, "num_units": 3, "k": 2, "num_envs": 2, "num_steps": 8,
@@ -155,18 +155,6 @@ def test_maml_meta_gradient_matches_functional_reference(monkeypatch, first_orde
 
 
 # -- Meta-RIM --------------------------------------------------------------------------
-def _never_select_last(monkeypatch):
-    """Input attention whose active set is always the first k modules."""
-
-    def select(self, keys, h):
-        b, n = h.shape[0], h.shape[1]
-        queries = self.query(h).view(b, n, self.num_heads, self.key_size)
-        logits = torch.einsum("bnhd,bhd->bhn", queries, keys) / math.sqrt(self.key_size)
-        mask = torch.zeros(b, n, dtype=logits.dtype)
-        mask[:, : self.k] = 1.0
-        return torch.sigmoid(logits) * mask.unsqueeze(1), mask
-
-    monkeypatch.setattr(InputAttention, "select", select)
 
 
 def _meta_rim_with_fixed_chunks(monkeypatch, **kw):
@@ -215,7 +203,7 @@ def _reference(learner, cfg, chunks, first_order, rates=None):
 
 @pytest.mark.parametrize("first_order,outer_chunks", [(False, "adapted"), (True, "adapted"), (False, "all")])
 def test_meta_rim_outer_gradient_matches_reference(monkeypatch, first_order, outer_chunks):
-    _never_select_last(monkeypatch)
+    never_select_last(monkeypatch)
     learner, cfg, chunks, got = _meta_rim_with_fixed_chunks(monkeypatch, first_order=first_order,
                                                             outer_chunks=outer_chunks)
     assert learner.num_chunks == 2
@@ -232,7 +220,7 @@ def test_meta_rim_outer_gradient_matches_reference(monkeypatch, first_order, out
 def test_meta_sgd_rates_get_the_reference_gradient(monkeypatch, first_order):
     # learnable_lr: per-element rates (perturbed, so that each element's own rate counts)
     # get the outer gradient of the functional chain; so do the policy's parameters
-    _never_select_last(monkeypatch)
+    never_select_last(monkeypatch)
     cfg = tiny(algo="metarim", memory="rim", inner_lr=0.5, fast_weights="reset", learnable_lr=True,
                first_order=first_order)
     learner = make_learner(cfg)
@@ -292,7 +280,7 @@ def test_meta_sgd_rates_are_checkpointed_and_used_by_eval():
 
 
 def test_meta_rim_gradient_reaches_attention_not_inactive_blocks(monkeypatch):
-    _never_select_last(monkeypatch)
+    never_select_last(monkeypatch)
     learner, cfg, chunks, got = _meta_rim_with_fixed_chunks(monkeypatch)
     names = list(got)
     for part in ("input_attention", "comm_attention"):
@@ -308,7 +296,7 @@ def test_meta_rim_gradient_reaches_attention_not_inactive_blocks(monkeypatch):
 
 
 def test_meta_rim_inner_step_leaves_inactive_blocks_and_slow_weights(monkeypatch):
-    _never_select_last(monkeypatch)
+    never_select_last(monkeypatch)
     cfg = tiny(algo="metarim", memory="rim", inner_lr=0.5)
     learner = make_learner(cfg)
     with quiet_nonleaf_grad():
@@ -332,7 +320,7 @@ def test_meta_rim_inner_step_leaves_inactive_blocks_and_slow_weights(monkeypatch
 def test_meta_rim_online_step_equals_the_masked_learner_step(monkeypatch, learnable_lr):
     # the collection pass steps a plain copy (the actor) in place; the same step as a
     # first-order MaskedMAML clone's adapt, in float64 (with Meta-SGD rates too)
-    _never_select_last(monkeypatch)
+    never_select_last(monkeypatch)
     learner = make_learner(tiny(algo="metarim", memory="rim", inner_lr=0.5, learnable_lr=learnable_lr))
     learner.meta.double()
     if learnable_lr:
