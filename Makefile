@@ -20,7 +20,7 @@ $(STAMP): $(PY) setup.py tools/build_learn2learn.sh
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/gotolocal_meta.py --quick --out results/demo
+	$(PY) examples/demo.py --out results/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -9,6 +9,10 @@ with the same fingerprint compute the same thing, bit for bit.
     python benchmarks/behaviour.py --out /tmp/fp.json               # fingerprint now
     python benchmarks/behaviour.py --check benchmarks/data/behaviour.json
 
+``--legacy`` trains with the defaults of before they changed (``metarim.config.DEFAULT_CHANGES``,
+issue 18), so ``--check tests/data/f898eb9/behaviour.json --legacy`` shows that those
+changes are the only difference in behaviour since commit f898eb9.
+
 ``--check`` exits 1 and names the runs whose hashes differ. ``--keep DIR`` also keeps the
 run folders, half-trained (``--half``), so that a later tree can show it resumes them
 (``tests/test_behaviour.py``).
@@ -50,9 +54,17 @@ def frames_of(name: str) -> int:
     return int(flags[flags.index("--frames") + 1])
 
 
-def train(name: str, out: pathlib.Path, *, frames: int | None = None, resume: bool = False) -> None:
-    """Runs ``metarim train`` for ``name`` in a fresh process."""
-    flags = [*COMMON, *RUNS[name]]
+def legacy_flags() -> list[str]:
+    """``metarim train`` flags that set every changed default back to its old value."""
+    from metarim.config import DEFAULT_CHANGES
+
+    return [x for name, (old, _, _) in DEFAULT_CHANGES.items() for x in (f"--{name.replace('_', '-')}", str(old))]
+
+
+def train(name: str, out: pathlib.Path, *, frames: int | None = None, resume: bool = False,
+          legacy: bool = False) -> None:
+    """Runs ``metarim train`` for ``name`` in a fresh process (``legacy``: the old defaults)."""
+    flags = [*COMMON, *RUNS[name], *(legacy_flags() if legacy else [])]
     if frames is not None:
         flags[flags.index("--frames") + 1] = str(frames)
     cmd = [sys.executable, "-m", "metarim.cli", "train", "--out", str(out), *flags]
@@ -96,19 +108,20 @@ def fingerprint(run: pathlib.Path) -> dict[str, str]:
     return out
 
 
-def run_all(names: list[str], keep: pathlib.Path | None = None, half: bool = False) -> dict[str, Any]:
+def run_all(names: list[str], keep: pathlib.Path | None = None, half: bool = False,
+            legacy: bool = False) -> dict[str, Any]:
     result: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             out = pathlib.Path(tmp) / name
-            train(name, out)
+            train(name, out, legacy=legacy)
             result[name] = fingerprint(out)
             if keep is not None:
                 dest = keep / name
                 shutil.rmtree(dest, ignore_errors=True)
                 if half:  # a run stopped half way, for resume tests
                     shutil.rmtree(out)
-                    train(name, out, frames=frames_of(name) // 2)
+                    train(name, out, frames=frames_of(name) // 2, legacy=legacy)
                 shutil.copytree(out, dest)
                 for stale in sorted((dest / "checkpoints").glob("ckpt-*.pt"))[:-1]:
                     stale.unlink()
@@ -129,8 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     ap.add_argument("--keep", help="also keep the run folders here")
     ap.add_argument("--half", action="store_true", help="with --keep: keep runs stopped half way")
+    ap.add_argument("--legacy", action="store_true",
+                    help="train with the defaults of before issue 18 (config.DEFAULT_CHANGES' old values)")
     args = ap.parse_args(argv)
-    got = run_all(args.runs, pathlib.Path(args.keep) if args.keep else None, args.half)
+    got = run_all(args.runs, pathlib.Path(args.keep) if args.keep else None, args.half, args.legacy)
     if args.out:
         pathlib.Path(args.out).write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
     diff: list[str] = []

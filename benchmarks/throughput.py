@@ -27,6 +27,9 @@ the env-only rate of that worker env; the ``ratio_*`` stay against the in-proces
 worker env's. CPU time and peak memory then include the worker process's. With
 ``--interleave`` too, the env-only blocks step an in-process env.
 
+``--legacy`` trains with the defaults of before issue 18 (``metarim.config.DEFAULT_CHANGES``
+old values), to compare the two in one session (alternate the two commands).
+
 ``--interleave`` measures each memory in one process that alternates an env-only block
 of ``num_steps`` steps (random actions, its own vector env of the same task) with one
 training step of the same number of frames: the ratios mean the same, but a background
@@ -74,15 +77,22 @@ def _env_only(env: str, num_envs: int, frames: int, worker: bool = False) -> dic
             "fps_cpu": steps * num_envs / cpu, "worker_peak_rss_mb": _worker_peak_mb(envs)}
 
 
+def _old_defaults(legacy: bool) -> dict:
+    """``TrainConfig`` overrides that restore the defaults changed by issue 18 (``legacy``)."""
+    from metarim.config import DEFAULT_CHANGES
+
+    return {name: old for name, (old, _, _) in DEFAULT_CHANGES.items()} if legacy else {}
+
+
 def _train(env: str, num_envs: int, frames: int, memory: str, threads: int, batch: int,
-           worker: bool = False, compile: bool = False) -> dict:
+           worker: bool = False, compile: bool = False, legacy: bool = False) -> dict:
     import torch
 
     from metarim.algorithms import make_learner
     from metarim.config import TrainConfig
 
     torch.set_num_threads(threads)
-    kw = {} if batch is None else {"batch_size": batch}
+    kw = {**({} if batch is None else {"batch_size": batch}), **_old_defaults(legacy)}
     learner = make_learner(TrainConfig(env=env, num_envs=num_envs, memory=memory, frames=frames,
                                        env_worker=worker, compile=compile, **kw))
     learner.step()  # warm-up (allocations, first env resets; with --compile, compilation)
@@ -113,7 +123,7 @@ def _train(env: str, num_envs: int, frames: int, memory: str, threads: int, batc
 
 
 def _interleaved(env: str, num_envs: int, frames: int, memory: str, threads: int, batch: int,
-                 worker: bool = False, compile: bool = False) -> dict:
+                 worker: bool = False, compile: bool = False, legacy: bool = False) -> dict:
     """Alternates one env-only block and one training step of the same number of frames,
     in one process, so that a changing background load hits both rates alike."""
     import numpy as np
@@ -125,7 +135,7 @@ def _interleaved(env: str, num_envs: int, frames: int, memory: str, threads: int
     from metarim.tasks import Task, Vocab
 
     torch.set_num_threads(threads)
-    kw = {} if batch is None else {"batch_size": batch}
+    kw = {**({} if batch is None else {"batch_size": batch}), **_old_defaults(legacy)}
     learner = make_learner(TrainConfig(env=env, num_envs=num_envs, memory=memory, frames=frames,
                                        env_worker=worker, compile=compile, **kw))
     learner.step()  # warm-up, as in _train
@@ -181,24 +191,27 @@ def main() -> None:
     p.add_argument("--compile", action="store_true",
                    help="train with compile=True (torch.compile of the memory core; the warm-up "
                         "step, not timed, compiles)")
+    p.add_argument("--legacy", action="store_true",
+                   help="train with the defaults of before issue 18 (config.DEFAULT_CHANGES' old values)")
     p.add_argument("--mode", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.mode is not None:
         if a.mode.startswith("interleave-"):
             res = _interleaved(a.env, a.num_envs, a.frames, a.mode.split("-", 1)[1], a.threads, a.batch_size,
-                               a.env_worker, a.compile)
+                               a.env_worker, a.compile, a.legacy)
         elif a.mode in ("env", "env_worker"):
             res = _env_only(a.env, a.num_envs, a.frames, a.mode == "env_worker")
         else:
             res = _train(a.env, a.num_envs, a.frames, a.mode, a.threads, a.batch_size, a.env_worker,
-                         a.compile)
+                         a.compile, a.legacy)
         # the worker's peak adds to the main process's (both are resident at once)
         res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 + res.pop(
             "worker_peak_rss_mb", 0.0)
         print(json.dumps(res))
         return
     out = {"env": a.env, "num_envs": a.num_envs, "frames": a.frames, "threads": a.threads,
-           "batch_size": a.batch_size, "train_with_env_worker": a.env_worker, "compile": a.compile, "load_before": os.getloadavg()[0]}
+           "batch_size": a.batch_size, "train_with_env_worker": a.env_worker, "compile": a.compile, "legacy": a.legacy,
+           "load_before": os.getloadavg()[0]}
     modes = (("interleave-lstm", "interleave-rim") if a.interleave
              else ("env", "env_worker", "lstm", "rim") if a.env_worker else ("env", "lstm", "rim"))
     # with --interleave --env-worker the env-only blocks use the in-process env
@@ -211,6 +224,8 @@ def main() -> None:
             cmd += ["--env-worker"]
         if a.compile:
             cmd += ["--compile"]
+        if a.legacy:
+            cmd += ["--legacy"]
         out[mode] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     if a.interleave:
         for mode in ("lstm", "rim"):

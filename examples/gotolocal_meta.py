@@ -139,6 +139,31 @@ def measure(name: str, seed: int, args: argparse.Namespace, folder: pathlib.Path
     }
 
 
+def measure_all(args: argparse.Namespace, out: pathlib.Path) -> list[dict[str, Any]]:
+    """Measures every trained run of ``args`` (:func:`measure`) into
+    ``runs/<learner>-s<seed>.json`` (strict JSON: non-finite numbers are ``null``); a run
+    whose JSON exists for the same frame budget is read back instead."""
+    from metarim.reporting.report import finite_or_none
+
+    runs = []
+    for seed in args.seeds:
+        for name in args.learners:
+            path = out / "runs" / f"{name}-s{seed}.json"
+            if path.is_file():
+                saved = json.loads(path.read_text())
+                if saved.get("config", {}).get("frames") == args.frames:
+                    print(f"[{name} s{seed}] done earlier, reusing {path}", file=sys.stderr)
+                    runs.append(saved)
+                    continue
+            print(f"[{name} s{seed}] measuring", file=sys.stderr, flush=True)
+            run = measure(name, seed, args, out / "runs" / f"{name}-s{seed}")
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(finite_or_none(run), default=float, allow_nan=False))
+            os.replace(tmp, path)
+            runs.append(run)
+    return runs
+
+
 def aggregate(runs: list[dict[str, Any]], args: argparse.Namespace, out: pathlib.Path) -> dict[str, Any]:
     """Writes ``summary.json`` (strict JSON: non-finite numbers are ``null``), ``summary.md``,
     ``curves.png``, ``returns.png`` and ``modules.png``."""
@@ -214,22 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print(f"runs not finished (rerun to retry): {failed}", file=sys.stderr)
         return 1
-    runs = []
-    for seed in args.seeds:
-        for name in args.learners:
-            path = out / "runs" / f"{name}-s{seed}.json"
-            if path.is_file():
-                saved = json.loads(path.read_text())
-                if saved.get("config", {}).get("frames") == args.frames:
-                    print(f"[{name} s{seed}] done earlier, reusing {path}", file=sys.stderr)
-                    runs.append(saved)
-                    continue
-            print(f"[{name} s{seed}] measuring", file=sys.stderr, flush=True)
-            run = measure(name, seed, args, out / "runs" / f"{name}-s{seed}")
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(run, default=float))
-            os.replace(tmp, path)
-            runs.append(run)
+    runs = measure_all(args, out)
     aggregate(runs, args, out)
     print((out / "summary.md").read_text())
     return 0

@@ -88,7 +88,7 @@ class Args:
     """passes over the collected sequences per update"""
     batch_size: int = 256
     """frames per minibatch (whole sequences: ``batch_size // num_steps`` env columns)"""
-    lr: float = 5e-4
+    lr: float = 1e-3
     """outer (Adam) learning rate"""
     inner_lr: float = 10.0
     """inner step size alpha of the masked step"""
@@ -106,7 +106,7 @@ class Args:
     """PPO clip range (policy ratio and value)"""
     value_coef: float = 0.5
     """value loss coefficient"""
-    entropy_coef: float = 0.001
+    entropy_coef: float = 0.01
     """entropy bonus coefficient"""
     max_grad_norm: float = 0.5
     """outer gradient clipping"""
@@ -116,8 +116,15 @@ class Args:
     """RIM modules N"""
     k: int = 2
     """modules selected per step by the input attention"""
-    combine: str = "film"
-    """how the mission meets the image code: ``"film"`` or ``"concat"``"""
+    combine: str = "heads"
+    """how the mission meets the image code: ``"heads"`` (beside the memory output, read
+    by the actor and critic), ``"film"`` or ``"concat"``"""
+    mission_dim: int = 128
+    """mission GRU size"""
+    image_encoding: str = "raw"
+    """the view's ids as float planes (``"raw"``) or one-hot (``"onehot"``)"""
+    init: str = "kit"
+    """linear layers outside the memory: the starter kit's unit-norm rows or ``"torch"``'s"""
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -162,7 +169,8 @@ def setup(args: Args) -> Run:
     vocab = Vocab()
     envs = make_vec_env(tasks, args.num_envs, seed=args.seed, vocab=vocab, backend=args.env_backend)
     policy = ActorCritic(int(envs.single_action_space.n), vocab.max_size, memory="rim",
-                         hidden_size=args.hidden_size, combine=args.combine,
+                         hidden_size=args.hidden_size, combine=args.combine, mission_dim=args.mission_dim,
+                         image_encoding=args.image_encoding, init=args.init,
                          memory_kwargs={"num_units": args.num_units, "k": args.k})
     # fast θ = the RIM mechanisms' weights (by default), slow φ = everything else
     meta = MaskedMAML(policy, args.inner_lr, first_order=args.first_order)

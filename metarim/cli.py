@@ -1,4 +1,4 @@
-"""The ``metarim`` command line: ``train``, ``eval``, ``render``, ``sweep`` and ``sweep-report``.
+"""The ``metarim`` command line: ``train``, ``eval``, ``render``, ``transfer``, ``sweep`` and ``sweep-report``.
 
 Every :class:`~metarim.config.TrainConfig` field is a ``train`` flag (``num_envs`` →
 ``--num-envs``); ``--config FILE`` reads a JSON object of the same keys and explicit
@@ -115,9 +115,29 @@ def _parser() -> argparse.ArgumentParser:
                                 "with the learner's own rule (e.g. 0 1 2 5)")
             e.add_argument("--zero-shot", nargs="+", metavar="LEVEL",
                            help="also: success on these levels without any update")
+            e.add_argument("--trials", type=int, metavar="K",
+                           help="also: the within-trial curve, success per episode of hidden-task trials of "
+                                "K episodes on the run's held-out targets (docs/trials.md)")
+            e.add_argument("--trial-count", type=int, default=64, metavar="N", help="--trials: trials played")
+            e.add_argument("--trial-adapt", type=int, nargs="+", default=[0], metavar="S",
+                           help="--trials: adaptation steps between a trial's episodes, with the learner's "
+                                "own rule (0: memory only), one curve each")
         else:
             e.add_argument("--out", required=True, help="GIF file to write")
             e.add_argument("--fps", type=int, default=6)
+    x = sub.add_parser("transfer", help="easy -> hard transfer of a trained run: success on other levels "
+                                        "zero-shot and after K adaptation steps")
+    x.add_argument("--run", required=True, help="run folder")
+    x.add_argument("--level", nargs="+", metavar="LEVEL",
+                   help="target levels (default: the larger levels of the run's transfer family)")
+    x.add_argument("--adapt-steps", type=int, nargs="+", default=[0, 1, 2, 5], metavar="K",
+                   help="adaptation steps on the target, with the learner's own rule (0: zero-shot)")
+    x.add_argument("--episodes", type=int, default=64, help="evaluation episodes per target and K")
+    x.add_argument("--seed", type=int, default=5_000_011, help="env and action seed")
+    x.add_argument("--num-envs", type=int, default=128, help="envs each evaluation steps at once (at most --episodes)")
+    x.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    x.add_argument("--env-backend", choices=("auto", "minigrid", "tensor"), default="auto",
+                   help="auto: the tensor env on its levels (same episodes, faster), else minigrid")
     from metarim.sweep.cli import add_sweep_parsers
 
     add_sweep_parsers(sub)
@@ -275,6 +295,9 @@ def _cmd_eval_or_render(args: argparse.Namespace) -> int:
             raise UsageError(f"--adapt-steps {min(args.adapt_steps)} must be >= 0 (inner updates)")
         for level in args.zero_shot or ():
             check_level(level)
+        if args.trials is not None and (args.trials < 1 or args.trial_count < 1 or min(args.trial_adapt) < 0):
+            raise UsageError(f"--trials {args.trials} and --trial-count {args.trial_count} must be >= 1, "
+                             f"--trial-adapt {min(args.trial_adapt)} >= 0")
         res = evaluate(policy, task, vocab, episodes=args.episodes, num_envs=args.num_envs,
                        seed=args.seed, greedy=args.greedy)
         res.update(run=str(args.run), frames=int(state["frames"]))
@@ -286,6 +309,14 @@ def _cmd_eval_or_render(args: argparse.Namespace) -> int:
             res.update(adaptation_report(config, policy, vocab, adapt_steps=args.adapt_steps or (),
                                          zero_shot_levels=args.zero_shot or (), episodes=args.episodes,
                                          seed=args.seed, rates=rates))
+        if args.trials is not None:
+            from metarim.algorithms import learner_class
+            from metarim.evaluation.trials import trials_report
+
+            res["trials"] = trials_report(config, policy, vocab, trial_episodes=args.trials,
+                                          trials=args.trial_count, adapt_steps=args.trial_adapt, seed=args.seed,
+                                          num_envs=args.num_envs,
+                                          rates=learner_class(config.algo).adaptation_rates(state))
         print(json.dumps(res))
         return 0
     # rendered into a temp file next to the target, then renamed over it: the folder is
@@ -311,6 +342,24 @@ def _cmd_eval_or_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_transfer(args: argparse.Namespace) -> int:
+    from metarim.evaluation.transfer import transfer_report
+
+    if args.episodes < 1:
+        raise UsageError(f"--episodes {args.episodes} must be >= 1")
+    if min(args.adapt_steps) < 0:
+        raise UsageError(f"--adapt-steps {min(args.adapt_steps)} must be >= 0 (adaptation steps)")
+    for flag in ("num_envs", "threads"):
+        if getattr(args, flag) < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} {getattr(args, flag)} must be >= 1")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    print(json.dumps(transfer_report(args.run, args.level, steps=args.adapt_steps, episodes=args.episodes,
+                                     seed=args.seed, backend=args.env_backend, eval_envs=args.num_envs)))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``metarim`` console script; returns (or exits with) a status."""
     try:
@@ -321,6 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from metarim.sweep.cli import sweep_command
 
             code = sweep_command(args)
+        elif args.command == "transfer":
+            code = _cmd_transfer(args)
         else:
             code = _cmd_eval_or_render(args)
     except (UsageError, ValueError) as e:

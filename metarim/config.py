@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
+import pathlib
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["LEGACY", "TrainConfig"]
+__all__ = ["DEFAULT_CHANGES", "LEGACY", "TrainConfig"]
 
 REMOVED_KEYS = ("algo_options",)
 """Keys that configs written by earlier versions hold and :meth:`TrainConfig.from_dict`
@@ -32,6 +34,11 @@ drops when their value is empty (``algo_options``, always ``{}`` in a saved run:
 learner read it); a non-empty value is refused."""
 
 LEGACY: dict[str, Any] = {
+    # issue 20: task schedules
+    "schedule": None,
+    # issue 20: hidden-task trials
+    "hidden_task": False,
+    "trial_episodes": 4,
     # issue 19: Meta-RIM's truncated windows; module selection, fast/slow roles, two
     # timescales, reset tie
     "meta_window": 0,
@@ -56,7 +63,26 @@ saved before the field existed did. A saved run's ``config.json`` lacks such a k
 here, not from the field's default, so the run resumes and evaluates as it was trained
 even after the default changes. A new field goes here with its value of today, which
 must be its default at the time it is added (``tests/test_kit_options.py`` checks that
-every field missing from f898eb9's runs is listed)."""
+every field missing from f898eb9's runs is listed, and that each value is the field's
+default or, for a default changed since, its :data:`DEFAULT_CHANGES` old value)."""
+
+
+DEFAULT_CHANGES: dict[str, tuple[Any, Any, str]] = {
+    # field: (old default, new default, why), issue 18 (docs/rl.md, "Sample efficiency
+    # against the starter kit": the ablation behind each, with its command)
+    "lr": (5e-4, 1e-3, "issue 18: the starter kit's rate"),
+    "entropy_coef": (0.001, 0.01, "issue 18: the starter kit's weight"),
+    "combine": ("film", "heads", "issue 18: the mission read by the heads, not the memory"),
+    "mission_dim": (64, 128, "issue 18: the starter kit's mission GRU size"),
+    "image_encoding": ("onehot", "raw", "issue 18: the starter kit's integer-id planes"),
+    "init": ("torch", "kit", "issue 18: rl-starter-files' init_params"),
+}
+"""Defaults that changed after they were first released, with the old value. A saved
+run's ``config.json`` holds every field it had, so a changed default never changes a
+saved run; a field that is also in :data:`LEGACY` (added after f898eb9, so missing from
+older runs) keeps its *old* value there. ``benchmarks/behaviour.py --check`` against
+``tests/data/f898eb9/behaviour.json`` differs from these changes on; ``--legacy`` runs
+the old defaults."""
 
 
 @dataclass
@@ -100,8 +126,8 @@ class TrainConfig:
     """Frames per PPO minibatch; divides ``T * B`` and is a multiple of ``recurrence``."""
     recurrence: int = 4
     """Backprop-through-time window (steps); divides ``num_steps``."""
-    lr: float = 5e-4
-    """Adam learning rate."""
+    lr: float = 1e-3
+    """Adam learning rate (5e-4 until issue 18, :data:`DEFAULT_CHANGES`)."""
     gamma: float = 0.99
     """Discount."""
     gae_lambda: float = 0.95
@@ -110,8 +136,8 @@ class TrainConfig:
     """PPO ratio and value clip ε."""
     value_coef: float = 0.5
     """Value-loss weight."""
-    entropy_coef: float = 0.001
-    """Entropy-bonus weight."""
+    entropy_coef: float = 0.01
+    """Entropy-bonus weight (0.001 until issue 18)."""
     max_grad_norm: float = 0.5
     """Gradient-norm clip."""
     norm_adv: bool = True
@@ -122,7 +148,7 @@ class TrainConfig:
     """RIM modules ``N``."""
     k: int = 2
     """Active RIM modules per step."""
-    combine: str = "film"
+    combine: str = "heads"
     """How the mission meets the image: ``film`` (the mission modulates the image code),
     ``concat`` (``[image, mission]`` is the memory's input) or ``heads`` (the starter
     kit's layout: the memory reads the image code only, and the actor and critic read
@@ -184,13 +210,13 @@ class TrainConfig:
     adam_eps: float = 1e-5
     """Adam's ε of every learner's optimiser (``algorithms.base.adam``; also evaluation's
     ``adam`` adaptation). torch-ac uses 1e-8."""
-    image_encoding: str = "onehot"
+    image_encoding: str = "raw"
     """The 7×7×3 view's input to the first convolution: ``onehot`` (11 + 6 + 3 planes, one
     per object, colour and state id) or ``raw`` (the three integer ids as floats, the
     kit's ``Conv2d(3, 16, 2)``)."""
-    mission_dim: int = 64
+    mission_dim: int = 128
     """Mission code size (the GRU's hidden size); the kit's is 128."""
-    init: str = "torch"
+    init: str = "kit"
     """Initialisation of the policy's ``nn.Linear`` layers outside the memory core (actor,
     critic, FiLM): ``torch`` (PyTorch's defaults; the actor's last layer orthogonal with
     gain 0.01, bias 0) or ``kit`` (rl-starter-files' ``init_params``: weights ~ N(0, 1),
@@ -232,6 +258,26 @@ class TrainConfig:
     reference; every input-attention score then ties at the first step of an episode and
     the same modules are chosen, whatever the observation) or ``learned`` (a learned
     initial state per module, ``RIMCell(init="learned")``)."""
+
+    # --- issue 20: hidden-task trials ------------------------------------------------
+    hidden_task: bool = False
+    """Hidden-task trials (docs/trials.md, :mod:`metarim.envs.hidden`): the mission is
+    withheld (the mission slot holds ``hidden``, or, at the first step of each episode of a
+    trial after the first, ``found``/``missed``: whether the previous episode reached its
+    target); each env column plays trials of ``trial_episodes`` episodes of one target (a
+    colour and an object type, a ``missions`` task of ``env``) drawn from the training
+    split, and only a trial's end is an episode end to the learner (memory reset, GAE cut).
+    Needs ``task_sampler="missions"``; ``rollout/*`` metrics are over the trials' episodes."""
+    trial_episodes: int = 4
+    """``hidden_task``: episodes per trial :math:`K`."""
+    # --- issue 20: task schedules --------------------------------------------------------
+    schedule: dict[str, Any] | None = None
+    """A training schedule (docs/schedules.md, :mod:`metarim.tasks.schedule`): phases of
+    task distributions with their lengths in frames, or the periodic mode (each env column
+    switches task every M episodes). The envs' levels follow it, phase by phase;
+    ``env`` stays the evaluation default and the level of the learners' seed-range or
+    mission-family splits. A string is read as the path of a JSON file, and the run's
+    config holds the file's content. ``None``: train on ``env`` throughout."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -276,6 +322,8 @@ class TrainConfig:
         self._validate_kit()
         self._validate_meta()
         self._validate_roles()
+        self._validate_trials()
+        self._validate_schedule()
 
     def _validate_kit(self) -> None:
         """Checks the sample-efficiency block (issue 18)."""
@@ -330,6 +378,33 @@ class TrainConfig:
             raise ValueError(f"rim_init={self.rim_init!r} must be 'zeros' or 'learned'")
         if self.rim_init != "zeros" and self.memory != "rim":
             raise ValueError(f"rim_init={self.rim_init!r} needs memory='rim', not {self.memory!r}")
+
+    def _validate_trials(self) -> None:
+        """Checks the hidden-task block (issue 20)."""
+        if self.trial_episodes < 1:
+            raise ValueError(f"trial_episodes={self.trial_episodes} must be >= 1")
+        if self.hidden_task and self.task_sampler != "missions":
+            raise ValueError(f"hidden_task=True needs task_sampler='missions' (a task is a colour and an object "
+                             f"type), not {self.task_sampler!r}; add --task-sampler missions")
+        if self.hidden_task and self.env_worker:
+            raise ValueError("hidden_task=True needs the envs in this process; drop --env-worker")
+
+    def _validate_schedule(self) -> None:
+        """Checks the schedule block (issue 20): a path becomes the file's content; the
+        content itself is checked by ``Learner.check_config`` (``Schedule.from_dict``)."""
+        if isinstance(self.schedule, str):
+            path = self.schedule
+            try:
+                text = pathlib.Path(path).read_text()
+            except OSError as e:
+                raise ValueError(f"cannot read schedule file {path}: {e.strerror}") from None
+            try:
+                self.schedule = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"schedule file {path} is not valid JSON ({e.msg}, line {e.lineno})") from None
+        if self.schedule is not None and not isinstance(self.schedule, dict):
+            raise ValueError(f"schedule must be a JSON object (docs/schedules.md) or a file holding one, "
+                             f"not {type(self.schedule).__name__}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, legacy: bool = False) -> TrainConfig:

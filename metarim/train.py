@@ -10,6 +10,10 @@ before its first checkpoint starts over). A damaged newer checkpoint is renamed 
 saying so on stderr; when no checkpoint loads, nothing in the folder changes. ``SIGINT``
 stops after the current step with a final checkpoint; a non-finite loss or gradient
 stops before the parameters change and leaves the last good checkpoint in place.
+
+Under a schedule (``config.schedule``, :mod:`metarim.tasks.schedule`) the loop calls
+``Learner.follow_schedule`` before each update, so the phase of an update is the one its
+starting frame count falls in, and ``metrics.csv`` gains a ``schedule_phase`` column.
 """
 
 from __future__ import annotations
@@ -171,6 +175,7 @@ class Trainer:
         try:
             while learner.frames < c.frames and not self.interrupted:
                 before = learner.frames
+                learner.follow_schedule()  # a schedule's phase switch, before the update it governs
                 try:
                     m = learner.step()
                 except FloatingPointError as e:
@@ -178,6 +183,8 @@ class Trainer:
                     print(f"metarim: error: {e}; stopped before the update, last good checkpoint: {last}",
                           file=sys.stderr)
                     return 1
+                if learner.schedule is not None:
+                    m["schedule/phase"] = float(learner.phase)
                 self._write_row(m)
                 if self.writer is not None:
                     for k, v in m.items():

@@ -21,7 +21,7 @@ from torch import nn
 
 from metarim import config as config_module
 from metarim.algorithms import build_policy, make_learner
-from metarim.config import LEGACY, TrainConfig
+from metarim.config import DEFAULT_CHANGES, LEGACY, TrainConfig
 from metarim.rl.policy import ActorCritic
 from metarim.tasks.vocab import Vocab
 
@@ -180,7 +180,7 @@ def test_kit_init_normalises_rows_outside_the_memory():
 
 
 def test_mission_dim_sets_the_gru():
-    pol = build_policy(TrainConfig(mission_dim=40), 7, Vocab())
+    pol = build_policy(TrainConfig(mission_dim=40, combine="film"), 7, Vocab())
     assert pol.mission.gru.hidden_size == 40 and pol.film.in_features == 40
     pol = build_policy(TrainConfig(mission_dim=40, combine="concat"), 7, Vocab())
     assert pol.memory.input_size == 64 + 40
@@ -346,8 +346,16 @@ def test_every_field_added_since_f898eb9_has_a_legacy_value():
     new = {f.name for f in dataclasses.fields(TrainConfig)} - old
     assert new == set(LEGACY), "add the new field to config.LEGACY with its value of today"
     TrainConfig(**LEGACY)  # valid values
-    for name, value in LEGACY.items():  # today: the default is the old behaviour
-        assert getattr(TrainConfig(), name) == value, name
+    for name, value in LEGACY.items():  # the default is the old behaviour, unless changed since
+        old, new, _ = DEFAULT_CHANGES.get(name, (value, value, ""))
+        assert value == old and getattr(TrainConfig(), name) == new, name
+
+
+def test_default_changes_are_the_defaults():
+    for name, (old, new, why) in DEFAULT_CHANGES.items():
+        assert getattr(TrainConfig(), name) == new != old, name
+        assert why.startswith("issue "), name
+        TrainConfig(**{name: old})  # the old value stays valid
 
 
 def test_legacy_values_fill_missing_keys_only(monkeypatch):
@@ -369,7 +377,7 @@ def test_sweep_compares_an_old_run_through_its_legacy_values(tmp_path, monkeypat
     from metarim.sweep.run import run_state
 
     run = _copy_run(tmp_path)
-    saved = TrainConfig.from_dict(json.loads((run / "config.json").read_text())["config"])
+    saved = TrainConfig.from_dict(json.loads((run / "config.json").read_text())["config"], legacy=True)
     expanded = {**saved.to_dict(), "frames": 10**6}
     assert run_state(run, expanded) == "partial"
     assert run_state(run, {**expanded, "adam_eps": 1e-8}) == "conflict"

@@ -451,7 +451,7 @@ def test_checkpoint_keys_are_those_of_old_runs(run):
 
     folder = pathlib.Path(__file__).parent / "data" / "f898eb9" / "half" / run
     old = load_checkpoint(latest_checkpoint(folder))
-    config = TrainConfig.from_dict(json.loads((folder / "config.json").read_text())["config"])
+    config = TrainConfig.from_dict(json.loads((folder / "config.json").read_text())["config"], legacy=True)
     learner = make_learner(config)
     new = learner.state_dict()
     assert list(new) == [k for k in old if k != "py_rng"]  # py_rng: the Trainer's

@@ -280,7 +280,7 @@ def test_run_saved_before_a_config_field_existed_is_not_a_conflict(tmp_path: pat
     (folder / "config.json").write_text(json.dumps({"config": old}))
     assert run_state(folder, config) == "new"  # no checkpoint yet, but no conflict
     assert run_state(folder, {**config, "frames": 8192}) == "new"
-    assert run_state(folder, {**config, "lr": 1e-3}) == "conflict"
+    assert run_state(folder, {**config, "lr": config["lr"] * 2}) == "conflict"
     assert run_state(folder, {**config, "env_worker": True}) == "conflict"
     (folder / "config.json").write_text(json.dumps({"config": {**old, "no_such_field": 1}}))
     assert run_state(folder, config) == "conflict"

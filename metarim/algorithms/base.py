@@ -17,19 +17,29 @@ evaluation (:attr:`Learner.adaptation_rule`), its default inner step size
 :attr:`Learner.supports_learnable_lr`, :attr:`Learner.supports_window_shift`) and its own config checks
 (:meth:`Learner.check_config`). The CLI, the sweep and the evaluation read these, so
 ``@register_learner("name")`` is all a new learner needs.
+
+Task schedules (``config.schedule``, :mod:`metarim.tasks.schedule`) live here too, once
+for every learner: :meth:`Learner.follow_schedule` (the trainer calls it before each
+step) switches the envs of :meth:`Learner.env_collectors` to the phase of the update
+about to start (:meth:`Learner.set_phase`), and the phase is checkpointed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from metarim.algorithms.common import EpisodeWindow
 from metarim.config import TrainConfig
 from metarim.rl.policy import ActorCritic
+from metarim.rl.rollout import RolloutCollector
+from metarim.tasks.schedule import Schedule
 from metarim.tasks.vocab import Vocab
 
 __all__ = [
@@ -38,10 +48,12 @@ __all__ = [
     "Stateful",
     "adam",
     "build_policy",
+    "check_schedule",
     "learner_class",
     "make_learner",
     "prepare_config",
     "register_learner",
+    "restart_collector",
 ]
 
 LEARNERS: dict[str, type[Learner]] = {}
@@ -134,6 +146,39 @@ def adam(params: Any, lr: float, eps: float = 1e-5) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=lr, eps=eps, foreach=True)
 
 
+def check_schedule(config: TrainConfig) -> None:
+    """Raises a one-line ``ValueError`` when ``config.schedule`` is not a valid schedule
+    (:meth:`~metarim.tasks.schedule.Schedule.from_dict`), names an unknown level or one
+    the tensor env lacks (``env_backend="tensor"``), or meets ``hidden_task``."""
+    from metarim.envs.minigrid import check_level
+    from metarim.envs.tensor.layouts import check_supported
+
+    schedule = Schedule.from_dict(config.schedule)
+    if config.hidden_task:
+        raise ValueError("schedule and hidden_task=True exclude each other; drop one")
+    for level in schedule.levels():
+        try:
+            check_level(level)
+            if config.env_backend == "tensor":
+                check_supported(level)
+        except ValueError as e:
+            raise ValueError(f"schedule: {e}") from None
+
+
+def restart_collector(collector: RolloutCollector) -> None:
+    """Starts a fresh episode in every env of ``collector`` (``envs.reset()``, which
+    continues each env's seeded stream), with the memory at its initial state and the
+    episode counters at zero, as a new collector would; the unfinished episodes are
+    dropped."""
+    n = collector.num_envs
+    obs, _ = collector.envs.reset()
+    collector.obs = {k: np.asarray(v) for k, v in obs.items()}
+    collector.start = np.ones(n, dtype=bool)
+    collector.memory = collector.policy.initial_state(n)
+    collector.ep_return = np.zeros(n)
+    collector.ep_length = np.zeros(n, dtype=np.int64)
+
+
 class Stateful(Protocol):
     """Anything a learner checkpoints through :attr:`Learner.stateful`."""
 
@@ -186,6 +231,10 @@ class Learner:
         self.frames = 0
         self.updates = 0
         self.vocab = Vocab()
+        self.schedule: Schedule | None = None if config.schedule is None else Schedule.from_dict(config.schedule)
+        """The training schedule of ``config.schedule`` (:mod:`metarim.tasks.schedule`), or ``None``."""
+        self.phase = 0
+        """The schedule phase the envs are in (:meth:`follow_schedule`)."""
         self.policy: ActorCritic
         self.stateful: dict[str, Stateful] = {}
         """Checkpointed pieces by checkpoint key (``"optimizer"``, ``"collector"``,
@@ -208,6 +257,8 @@ class Learner:
             raise ValueError(f"window_shift/memory_refresh are PPO's epochs ({_names('supports_window_shift')}), "
                              f"not {cls.name!r}'s")
         cls._check_roles(config)
+        if config.schedule is not None:
+            check_schedule(config)
 
     @classmethod
     def _check_roles(cls, config: TrainConfig) -> None:
@@ -229,6 +280,42 @@ class Learner:
         """Per-element inner rates by fast parameter name that a checkpoint ``state``
         holds for evaluation's adaptation, or ``None``: adapt at ``inner_lr``."""
         return None
+
+    # -- task schedules (issue 20) ---------------------------------------------------
+    def env_collectors(self) -> list[RolloutCollector]:
+        """The collectors whose envs a schedule switches (``self.collector`` if any)."""
+        col = getattr(self, "collector", None)
+        return [col] if col is not None else []
+
+    def set_phase(self, phase: int) -> None:
+        """Switches to schedule phase ``phase`` now: every env of every collector
+        (:meth:`env_collectors`) takes the phase's task stream and starts a fresh episode
+        of it (the unfinished episodes are dropped, uncounted), the memory starts from its
+        initial state, and the episode window behind ``rollout/*`` is emptied, so the
+        metrics after a switch are the new phase's only."""
+        self.phase = phase
+        for col in self.env_collectors():
+            col.envs.set_phase(phase)
+            restart_collector(col)
+        for part in self.stateful.values():
+            if isinstance(part, EpisodeWindow):
+                part.episodes.clear()
+
+    def follow_schedule(self) -> bool:
+        """Call before each :meth:`step`: switches to the phase of an update that starts
+        at :attr:`frames` (:meth:`~metarim.tasks.schedule.Schedule.phase_at`) when it is
+        not the current one; returns whether it switched (``False`` without a schedule)."""
+        if self.schedule is None:
+            return False
+        phase = self.schedule.phase_at(self.frames)
+        if phase == self.phase:
+            return False
+        if phase > self.phase + 1:
+            names = ", ".join(f"{k} ({self.schedule.phases[k].name})" for k in range(self.phase + 1, phase))
+            warnings.warn(f"schedule: phase(s) {names} ended before an update started in them and were skipped; "
+                          f"make phases at least one update long", stacklevel=2)
+        self.set_phase(phase)
+        return True
 
     def step(self, tasks: Any = None) -> dict[str, float]:  # pragma: no cover - abstract
         """One unit of training; returns metrics including ``"frames"``."""
@@ -274,6 +361,7 @@ class Learner:
             "policy": self.policy.state_dict(),
             "vocab": self.vocab.to_dict(),
             "torch_rng": torch.get_rng_state(),
+            **({} if self.schedule is None else {"schedule_phase": self.phase}),
             **{key: part.state_dict() for key, part in self.stateful.items()},
         }
 
@@ -288,6 +376,10 @@ class Learner:
         self.policy.load_state_dict(state["policy"])
         self.vocab.replace_with(Vocab.from_dict(state["vocab"]))
         torch.set_rng_state(state["torch_rng"])
+        if self.schedule is not None:
+            if "schedule_phase" not in state:
+                raise ValueError("checkpoint has no schedule phase: it was trained without a schedule")
+            self.phase = int(state["schedule_phase"])
         for key, part in self.stateful.items():
             part.load_state_dict(state[key])
 

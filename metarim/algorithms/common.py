@@ -1,5 +1,7 @@
 """Small pieces the learners share: the episode window behind the ``rollout/*`` metrics,
-parameter copies, and the task samplers a config describes."""
+parameter copies, the task samplers a config describes, and a learner's envs and
+collector (:func:`make_envs`, :func:`make_collector`: plain ones, or hidden-task trials
+with ``config.hidden_task``)."""
 
 from __future__ import annotations
 
@@ -12,9 +14,16 @@ import torch
 from torch import Tensor, nn
 
 from metarim.config import TrainConfig
+from metarim.envs import make_vec_env
+from metarim.envs.hidden import HiddenTaskVecEnv, make_hidden_vec_env
+from metarim.rl.rollout import Rollout, RolloutCollector
 from metarim.tasks.samplers import TaskSampler, make_sampler
+from metarim.tasks.schedule import Schedule
+from metarim.tasks.task import Task
+from metarim.tasks.vocab import Vocab
 
-__all__ = ["EpisodeWindow", "copy_into", "make_task_samplers", "parameter_values"]
+__all__ = ["EpisodeWindow", "TrialCollector", "copy_into", "make_collector", "make_envs", "make_task_samplers",
+           "parameter_values"]
 
 
 class EpisodeWindow:
@@ -31,9 +40,13 @@ class EpisodeWindow:
         0.0
     """
 
-    def __init__(self, size: int = 100) -> None:
+    def __init__(self, size: int = 100, *, trials: bool = False) -> None:
         self.episodes: deque[dict[str, float]] = deque(maxlen=size)
         self.new = 0
+        self.trials = trials
+        """Hidden-task trials: the episodes carry their ``index`` in a trial, and
+        :meth:`metrics` adds ``rollout/success_first`` (first episodes of trials) and
+        ``rollout/success_later`` (the others)."""
 
     def extend(self, episodes: list[dict[str, float]]) -> None:
         """Adds finished episodes."""
@@ -47,8 +60,13 @@ class EpisodeWindow:
         ep = list(self.episodes)
         mean = lambda key: float(np.mean([e[key] for e in ep])) if ep else float("nan")  # noqa: E731
         new, self.new = self.new, 0
-        return {"rollout/return_mean": mean("return"), "rollout/success_rate": mean("success"),
-                "rollout/length_mean": mean("length"), "rollout/episodes": float(new)}
+        out = {"rollout/return_mean": mean("return"), "rollout/success_rate": mean("success"),
+               "rollout/length_mean": mean("length"), "rollout/episodes": float(new)}
+        if self.trials:
+            for key, keep in (("first", lambda i: i == 0), ("later", lambda i: i > 0)):
+                s = [e["success"] for e in ep if keep(e["index"])]
+                out[f"rollout/success_{key}"] = float(np.mean(s)) if s else float("nan")
+        return out
 
     def state_dict(self) -> list[dict[str, Any]]:
         """Plain data: the episodes of the window."""
@@ -96,3 +114,47 @@ def make_task_samplers(config: TrainConfig) -> tuple[TaskSampler, TaskSampler]:
     else:
         sampler = make_sampler("missions", level=config.env, seed=config.seed)
     return sampler.split(config.held_out)
+
+
+def make_envs(config: TrainConfig, task: Task | list[Task], num_envs: int, *, seed: int, vocab: Vocab,
+              worker: bool = False, phase: int = 0) -> Any:
+    """A learner's vector env of ``task``: :func:`~metarim.envs.make_vec_env` on
+    ``config.env_backend``, or with ``config.hidden_task`` the hidden-task trials
+    (:class:`~metarim.envs.hidden.HiddenTaskVecEnv`, ``config.trial_episodes`` per trial).
+    With ``config.schedule`` the envs follow the schedule, starting in ``phase``
+    (:class:`~metarim.envs.protocols.ScheduledVecEnv`).
+
+    The trials draw their tasks from the tasks given when each names a target (a meta-learner's
+    training tasks), else from the training split of ``config``'s ``missions`` sampler
+    (PPO's ``Task(config.env)``).
+    """
+    if not config.hidden_task:
+        kw = {} if config.schedule is None else {"schedule": Schedule.from_dict(config.schedule), "phase": phase}
+        return make_vec_env(task, num_envs, seed=seed, vocab=vocab, backend=config.env_backend, worker=worker, **kw)
+    given = [task] if isinstance(task, Task) else list(task)
+    if all(t.mission_filter is not None for t in given):
+        pool = list(dict.fromkeys(given))
+    else:
+        pool = make_task_samplers(config)[0].tasks
+    return make_hidden_vec_env(pool, num_envs, seed=seed, vocab=vocab, trial_episodes=config.trial_episodes,
+                               backend=config.env_backend)
+
+
+class TrialCollector(RolloutCollector):
+    """A :class:`~metarim.rl.rollout.RolloutCollector` over a
+    :class:`~metarim.envs.hidden.HiddenTaskVecEnv` whose rollouts' episode records are the
+    trials' episodes (with their ``index`` in the trial), not the trials."""
+
+    def collect(self) -> Rollout:
+        """A rollout, its ``episodes`` from :meth:`HiddenTaskVecEnv.drain`."""
+        rollout = super().collect()
+        rollout.episodes = self.envs.drain()
+        return rollout
+
+
+def make_collector(envs: Any, policy: nn.Module, num_steps: int, *, reset_memory: bool = True
+                   ) -> RolloutCollector:
+    """A :class:`TrialCollector` for hidden-task trials, else a plain
+    :class:`~metarim.rl.rollout.RolloutCollector`."""
+    cls = TrialCollector if isinstance(envs, HiddenTaskVecEnv) else RolloutCollector
+    return cls(envs, policy, num_steps, reset_memory=reset_memory)

@@ -80,15 +80,20 @@ from typing import Any
 import torch
 
 from metarim.algorithms.base import Learner, adam, build_policy, register_learner
-from metarim.algorithms.common import EpisodeWindow, make_task_samplers, parameter_values
+from metarim.algorithms.common import (
+    EpisodeWindow,
+    make_collector,
+    make_envs,
+    make_task_samplers,
+    parameter_values,
+)
 from metarim.algorithms.objectives import rollout_loss, select_columns, sequence_targets
 from metarim.config import TrainConfig
-from metarim.envs import make_vec_env
 from metarim.meta.backends import quiet_nonleaf_grad
 from metarim.meta.functional import adapt_in_place
 from metarim.meta.maml import MaskedMAML
 from metarim.meta.partition import reduce_activity
-from metarim.rl.rollout import Rollout, RolloutCollector
+from metarim.rl.rollout import Rollout
 
 __all__ = ["MetaRIM"]
 
@@ -144,8 +149,8 @@ class MetaRIM(Learner):
         torch.manual_seed(config.seed)
         self.train_tasks, self.held_out_tasks = make_task_samplers(config)
         tasks = [self.train_tasks.tasks[b % len(self.train_tasks.tasks)] for b in range(config.num_envs)]
-        self.envs = make_vec_env(tasks, config.num_envs, seed=config.seed, vocab=self.vocab,
-                                 backend=config.env_backend, worker=config.env_worker)
+        self.envs = make_envs(config, tasks, config.num_envs, seed=config.seed, vocab=self.vocab,
+                              worker=config.env_worker)
         self.policy = build_policy(config, int(self.envs.single_action_space.n), self.vocab)
         self.meta = MaskedMAML(self.policy, config.inner_lr, first_order=config.first_order,
                                learnable_lr=config.learnable_lr, fast=config.fast_params,
@@ -167,9 +172,9 @@ class MetaRIM(Learner):
             p.requires_grad_(name in fast)
         if config.compile:
             self.actor.memory.compile(dynamic=False)
-        self.collector = RolloutCollector(self.envs, self.actor, config.chunk_length,
-                                          reset_memory=config.reset_memory)
-        self.recent = EpisodeWindow()
+        self.collector = make_collector(self.envs, self.actor, config.chunk_length,
+                                        reset_memory=config.reset_memory)
+        self.recent = EpisodeWindow(trials=config.hidden_task)
         self.stateful = {"optimizer": self.optimizer, "collector": self.collector, "recent": self.recent}
 
     def step(self, tasks: Any = None) -> dict[str, float]:

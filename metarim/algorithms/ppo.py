@@ -35,13 +35,12 @@ import torch
 from torch import Tensor
 
 from metarim.algorithms.base import Learner, adam, build_policy, register_learner
-from metarim.algorithms.common import EpisodeWindow
+from metarim.algorithms.common import EpisodeWindow, make_collector, make_envs
 from metarim.algorithms.objectives import policy_terms
 from metarim.config import TrainConfig
-from metarim.envs import make_vec_env
 from metarim.rl.losses import a2c_loss, gae, ppo_loss
 from metarim.rl.policy import unique_rows
-from metarim.rl.rollout import Rollout, RolloutCollector
+from metarim.rl.rollout import Rollout
 from metarim.tasks.task import Task
 
 __all__ = ["A2C", "PPO", "distinct_obs", "windows"]
@@ -87,8 +86,8 @@ class PPO(Learner):
     def __init__(self, config: TrainConfig) -> None:
         super().__init__(config)
         torch.manual_seed(config.seed)
-        self.envs = make_vec_env(Task(config.env), config.num_envs, seed=config.seed, vocab=self.vocab,
-                                 backend=config.env_backend, worker=config.env_worker)
+        self.envs = make_envs(config, Task(config.env), config.num_envs, seed=config.seed, vocab=self.vocab,
+                              worker=config.env_worker)
         self.policy = build_policy(config, int(self.envs.single_action_space.n), self.vocab)
         if config.compile and getattr(self.policy.memory, "compiles", True):  # in place: same state-dict keys
             self.policy.memory.compile(dynamic=False)
@@ -96,8 +95,8 @@ class PPO(Learner):
         # rounds differently, and DoorKey-5x5 is chaotic enough that seed 0 then missed the
         # 150k-frame budget docs/results.md states (0.26 success at 150k, measured)
         self.optimizer = adam(self.policy.parameters(), config.lr, config.adam_eps)
-        self.collector = RolloutCollector(self.envs, self.policy, config.num_steps)
-        self.recent = EpisodeWindow()
+        self.collector = make_collector(self.envs, self.policy, config.num_steps)
+        self.recent = EpisodeWindow(trials=config.hidden_task)
         self.stateful = {"optimizer": self.optimizer, "collector": self.collector, "recent": self.recent}
 
     # -- one training step ---------------------------------------------------------

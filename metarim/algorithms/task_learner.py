@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 from metarim.algorithms.base import Learner, build_policy
-from metarim.algorithms.common import EpisodeWindow, make_task_samplers
+from metarim.algorithms.common import EpisodeWindow, make_collector, make_envs, make_task_samplers
 from metarim.config import TrainConfig
-from metarim.envs import make_env, make_vec_env
+from metarim.envs import make_env
 from metarim.rl.rollout import RolloutCollector
 from metarim.tasks.task import Task
 from metarim.tasks.vocab import Vocab
@@ -50,14 +50,16 @@ class TaskCollectors:
     def __init__(self, config: TrainConfig, policy: nn.Module, vocab: Vocab) -> None:
         self.config, self.policy, self.vocab = config, policy, vocab
         self.collectors: dict[Task, RolloutCollector] = {}
+        self.phase = 0
+        """The schedule phase new envs start in (``config.schedule``; ``Learner.set_phase``)."""
 
     def get(self, task: Task) -> RolloutCollector:
         """The collector of ``task``."""
         if task not in self.collectors:
             c = self.config
             seed = c.seed + 7919 * (len(self.collectors) + 1)
-            envs = make_vec_env(task, c.num_envs, seed=seed, vocab=self.vocab, backend=c.env_backend)
-            self.collectors[task] = RolloutCollector(envs, self.policy, c.num_steps)
+            envs = make_envs(c, task, c.num_envs, seed=seed, vocab=self.vocab, phase=self.phase)
+            self.collectors[task] = make_collector(envs, self.policy, c.num_steps)
         return self.collectors[task]
 
     def collect(self, task: Task, policy: nn.Module) -> Any:
@@ -90,8 +92,22 @@ class TaskLearner(Learner):
         n = num_actions(self.train_tasks.tasks[0], self.vocab)
         self.policy = build_policy(self.config, n, self.vocab)
         self.collectors = TaskCollectors(self.config, self.policy, self.vocab)
-        self.recent = EpisodeWindow()
+        self.recent = EpisodeWindow(trials=self.config.hidden_task)
         self.stateful = {"sampler": self.train_tasks, "recent": self.recent}
+
+    def env_collectors(self) -> list[RolloutCollector]:
+        """The collectors of the tasks met so far (a schedule switches them)."""
+        return list(self.collectors.collectors.values())
+
+    def set_phase(self, phase: int) -> None:
+        """:meth:`Learner.set_phase`, and the envs of tasks met later start in ``phase``."""
+        self.collectors.phase = phase
+        super().set_phase(phase)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """:meth:`Learner.load_state_dict`; the envs, rebuilt on use, start in the saved phase."""
+        super().load_state_dict(state)
+        self.collectors.phase = self.phase
 
     def close(self) -> None:
         """Closes the envs."""

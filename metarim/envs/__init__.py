@@ -4,7 +4,8 @@
   checkpointable gymnasium vector envs of them (:class:`MinigridVecEnv`);
 * :mod:`metarim.envs.worker`: such a vector env in a background process, stepped in slices;
 * :mod:`metarim.envs.tensor`: batched torch levels equal to minigrid step for step;
-* :mod:`metarim.envs.protocols`: what the RL engine needs of a vector env.
+* :mod:`metarim.envs.protocols`: what the RL engine needs of a vector env (and what a
+  schedule needs: :class:`ScheduledVecEnv`).
 
 :func:`make_vec_env` builds a vector env through the backend registry
 :data:`ENV_BACKENDS` (``"minigrid"``, ``"tensor"``; :func:`register_env_backend` adds
@@ -34,9 +35,10 @@ from metarim.envs.minigrid import (
     make_env,
     make_minigrid_vec_env,
 )
-from metarim.envs.protocols import CheckpointableVecEnv, PipelinedVecEnv
+from metarim.envs.protocols import CheckpointableVecEnv, PipelinedVecEnv, ScheduledVecEnv
 from metarim.envs.tensor import TensorGoToVecEnv, make_tensor_vec_env
 from metarim.envs.worker import WorkerVecEnv
+from metarim.tasks.schedule import Schedule
 from metarim.tasks.task import Task
 from metarim.tasks.vocab import Vocab
 
@@ -46,6 +48,7 @@ __all__ = [
     "EnvBackend",
     "MinigridVecEnv",
     "PipelinedVecEnv",
+    "ScheduledVecEnv",
     "TaskEnv",
     "TensorGoToVecEnv",
     "WorkerVecEnv",
@@ -56,7 +59,8 @@ __all__ = [
 ]
 
 EnvBackend = Callable[..., Any]
-"""``(task, num_envs, *, seed, vocab, asynchronous=False, worker=False) -> vector env``."""
+"""``(task, num_envs, *, seed, vocab, asynchronous=False, worker=False) -> vector env``;
+with a schedule also ``schedule=`` and ``phase=``."""
 
 ENV_BACKENDS: dict[str, EnvBackend] = {
     "minigrid": make_minigrid_vec_env,
@@ -91,6 +95,8 @@ def make_vec_env(
     asynchronous: bool = False,
     backend: str = "minigrid",
     worker: bool = False,
+    schedule: Schedule | None = None,
+    phase: int = 0,
 ) -> Any:
     """Builds a vector env of ``num_envs`` copies of ``task`` (or one env per task).
 
@@ -113,6 +119,11 @@ def make_vec_env(
         worker: minigrid envs in a background process, stepped in two slices
             (:class:`~metarim.envs.worker.WorkerVecEnv`: the same episodes; lets
             :class:`~metarim.rl.rollout.RolloutCollector` overlap the policy and the envs).
+        schedule: a :class:`~metarim.tasks.schedule.Schedule`: env ``b``'s episodes take
+            their tasks from its :func:`~metarim.tasks.schedule.column_stream` (the phase's
+            tasks for env ``b``'s own task), and the env gains ``set_phase(k)`` and
+            ``current_tasks()`` (:class:`~metarim.envs.protocols.ScheduledVecEnv`).
+        phase: the phase a scheduled env starts in.
 
     Returns:
         a :class:`~metarim.envs.protocols.CheckpointableVecEnv` (unless ``asynchronous``
@@ -121,4 +132,5 @@ def make_vec_env(
     make = ENV_BACKENDS.get(backend)
     if make is None:
         raise ValueError(f"backend={backend!r} must be one of {', '.join(map(repr, sorted(ENV_BACKENDS)))}")
-    return make(task, num_envs, seed=seed, vocab=vocab, asynchronous=asynchronous, worker=worker)
+    kw = {} if schedule is None else {"schedule": schedule, "phase": phase}
+    return make(task, num_envs, seed=seed, vocab=vocab, asynchronous=asynchronous, worker=worker, **kw)

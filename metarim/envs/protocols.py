@@ -5,6 +5,9 @@ backend returns (a gymnasium vector env with same-step autoreset, plus plain-dat
 states for checkpoints); :class:`PipelinedVecEnv` adds slice-by-slice stepping, which
 :class:`~metarim.rl.rollout.RolloutCollector` uses to overlap the policy and the envs.
 
+:class:`ScheduledVecEnv` is what a training schedule (:mod:`metarim.tasks.schedule`) needs:
+an env whose columns each follow their own task stream, switched phase by phase.
+
 Implementations: :class:`~metarim.envs.minigrid.MinigridVecEnv`,
 :class:`~metarim.envs.worker.WorkerVecEnv` (also pipelined) and
 :class:`~metarim.envs.tensor.TensorGoToVecEnv`.
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["CheckpointableVecEnv", "PipelinedVecEnv"]
+__all__ = ["CheckpointableVecEnv", "PipelinedVecEnv", "ScheduledVecEnv"]
 
 
 @runtime_checkable
@@ -68,4 +71,25 @@ class PipelinedVecEnv(CheckpointableVecEnv, Protocol):
 
     def step_wait(self) -> tuple[int, dict[str, Any], Any, Any, Any]:
         """The oldest slice step in flight."""
+        ...
+
+
+@runtime_checkable
+class ScheduledVecEnv(CheckpointableVecEnv, Protocol):
+    """A :class:`CheckpointableVecEnv` built with a schedule (``make_vec_env(...,
+    schedule=)``): env ``b`` draws each episode's task from its
+    :func:`~metarim.tasks.schedule.column_stream` before drawing the episode.
+
+    ``set_phase(k)`` gives every env phase ``k``'s stream from its next episode on (the
+    episode seeds continue; the caller resets to start the new phase at once);
+    ``current_tasks()`` is the task of each env's current episode. ``get_states`` adds
+    ``"phase"`` and the stream's state (``"tasks"``) to each env's state.
+    """
+
+    def set_phase(self, phase: int) -> None:
+        """Switches every env's task stream to phase ``phase``."""
+        ...
+
+    def current_tasks(self) -> list[Any]:
+        """The :class:`~metarim.tasks.task.Task` of each env's current episode."""
         ...

@@ -20,8 +20,9 @@ ids (saved with the run) agree.
 The worker is a :mod:`metarim.envs._ipc` process talking length-prefixed pickles over two
 pipes. Protocol (parent → worker): first ``(make, tasks, seeds, vocab dict, slices)``,
 then ``("reset",)``, ``("step", j, actions)``, ``("get_state",)``, ``("set_state",
-states, vocab dict)``, EOF to stop. Each answer is ``(payload, new_words)``; the first
-answer (after the set-up) is the action and observation spaces.
+states, vocab dict)``, ``("set_phase", phase)``, ``("current_tasks",)``, EOF to stop.
+Each answer is ``(payload, new_words)``; the first answer (after the set-up) is the
+action and observation spaces.
 """
 
 from __future__ import annotations
@@ -70,6 +71,12 @@ def _worker_main(rfd: int, wfd: int) -> None:
                 answer((msg[1], {k: np.asarray(v) for k, v in obs.items()}, rew, term, trunc))
             elif msg[0] == "reset":
                 answer(_concat([{k: np.asarray(v) for k, v in s.reset()[0].items()} for s in subs]))
+            elif msg[0] == "set_phase":
+                for s in subs:
+                    s.set_phase(msg[1])  # type: ignore[attr-defined]
+                answer(None)
+            elif msg[0] == "current_tasks":
+                answer([t for s in subs for t in s.current_tasks()])  # type: ignore[attr-defined]
             elif msg[0] == "get_state":
                 answer([state for s in subs for state in s.get_states()])
             elif msg[0] == "set_state":
@@ -158,6 +165,14 @@ class WorkerVecEnv:
         parts = [self.step_wait() for _ in self.slices]
         obs = _concat([p[1] for p in parts])
         return obs, *(np.concatenate([p[i] for p in parts]) for i in (2, 3, 4)), {}
+
+    def set_phase(self, phase: int) -> None:
+        """A schedule's phase switch, forwarded to every slice (``MinigridVecEnv.set_phase``)."""
+        self._call("set_phase", phase)
+
+    def current_tasks(self) -> list[Task]:
+        """The task of each env's current episode (the slices', in env order)."""
+        return self._call("current_tasks")
 
     def get_states(self) -> list[dict[str, Any]]:
         """Each env's plain-data state (the slices' ``get_states``, in env order)."""

@@ -119,6 +119,8 @@ def fast_adaptation(
     seed: int = 2_000_003,
     log: Callable[[str], None] | None = None,
     rates: Mapping[str, torch.Tensor] | None = None,
+    backend: str = "minigrid",
+    eval_envs: int | None = None,
 ) -> dict[int, dict[str, Any]]:
     """Success on ``task`` after each number of inner updates in ``steps``.
 
@@ -134,6 +136,11 @@ def fast_adaptation(
         log: optional progress callback.
         rates: learned per-element inner rates by fast parameter name (a Meta-RIM run
             with ``learnable_lr``; its checkpoint's ``inner_lrs``), instead of ``inner_lr``.
+        backend: env backend of the adaptation rollouts and the evaluation
+            (:func:`metarim.envs.make_vec_env`; ``"tensor"`` gives the same episodes as
+            ``"minigrid"`` on its levels).
+        eval_envs: envs stepped at once by each evaluation (at most ``episodes``;
+            default ``config.num_envs``). The adaptation rollouts use ``config.num_envs``.
 
     Returns:
         ``{k: evaluate(...) result}``, plus ``"adapt_loss"`` in each result.
@@ -150,7 +157,7 @@ def fast_adaptation(
     torch.manual_seed(seed)
     adapter = Adapter(policy, config, rule, rates)
     length = config.chunk_length if rule == "masked_sgd" else config.num_steps
-    envs = make_vec_env(task, config.num_envs, seed=seed, vocab=vocab)
+    envs = make_vec_env(task, config.num_envs, seed=seed, vocab=vocab, backend=backend)
     collector = RolloutCollector(envs, adapter.policy, length, reset_memory=config.reset_memory)
     results: dict[int, dict[str, Any]] = {}
     done, loss = 0, float("nan")
@@ -160,7 +167,7 @@ def fast_adaptation(
                 loss = adapter.update(collector.collect())
                 done += 1
             res = evaluate(adapter.policy, task, vocab, episodes=episodes,
-                           num_envs=min(config.num_envs, episodes), seed=seed + 1)
+                           num_envs=min(eval_envs or config.num_envs, episodes), seed=seed + 1, backend=backend)
             res["adapt_loss"] = loss
             results[k] = res
             if log:

@@ -70,8 +70,13 @@ def evaluate(
     num_envs: int = 16,
     seed: int = 1_000_003,
     greedy: bool = False,
+    backend: str = "minigrid",
 ) -> dict[str, Any]:
-    """Success rate and mean return over ``episodes`` episodes with 95 % intervals."""
+    """Success rate and mean return over ``episodes`` episodes with 95 % intervals.
+
+    ``backend`` names the env backend (:func:`metarim.envs.make_vec_env`); ``"tensor"``
+    gives the same episodes as ``"minigrid"``, batched in torch, on its levels.
+    """
     from metarim.envs import make_vec_env
 
     if episodes < 1:
@@ -80,7 +85,7 @@ def evaluate(
     torch.manual_seed(seed)
     quota = np.full(num_envs, episodes // num_envs)
     quota[: episodes % num_envs] += 1
-    envs = make_vec_env(task, num_envs, seed=seed, vocab=vocab)
+    envs = make_vec_env(task, num_envs, seed=seed, vocab=vocab, backend=backend)
     ret, length = np.zeros(num_envs), np.zeros(num_envs, dtype=np.int64)
     done_count = np.zeros(num_envs, dtype=np.int64)
     results: list[tuple[float, float, int]] = []

@@ -112,7 +112,7 @@ def summary_markdown(summary: Mapping[str, Any], columns: Sequence[tuple[str, st
         cells = []
         for name, _ in columns:
             entry = metrics.get(name)
-            cells.append("–" if entry is None else _cell(entry, integer=name.startswith("frames")))
+            cells.append("–" if entry is None else _cell(entry, integer=name.startswith(("frames", "train_seconds"))))
         lines.append(f"| {learner} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -7,7 +7,11 @@ learner at one level and grid point, over its seeds). Per run, from ``metrics.cs
 * the success curve: ``success_rate`` against ``frames``, counted once ``window``
   training episodes have been seen (the rate is over the last 100 episodes);
 * ``frames_to_<threshold>``: the first frame count at which it reaches ``threshold``;
-* ``final_success`` / ``final_return``: mean over the last tenth of the curve.
+  ``frames_to_return_<threshold>`` the same for the return curve (``return_mean``, the
+  last 100 episodes' mean return), which keeps rising after the success saturates;
+* ``final_success`` / ``final_return``: mean over the last tenth of the curve;
+* ``train_seconds``: the run's collection and update seconds (``collect_s + update_s``
+  summed over its rows; wall-clock, so read it with the machine's load).
 
 A run folder may also hold ``measurements.json``, ``{metric: number}`` (e.g. fast
 adaptation results written by an evaluation script); each metric becomes a column.
@@ -64,6 +68,7 @@ def curve_metrics(frames: Sequence[float], success: Sequence[float], returns: Se
 
     return {"frames": list(frames), "success": s, "returns": r,
             f"frames_to_{threshold:g}": frames_to_threshold(frames, s, threshold),
+            f"frames_to_return_{threshold:g}": frames_to_threshold(frames, r, threshold),
             "final_success": tail(s), "final_return": tail(r)}
 
 
@@ -83,10 +88,12 @@ def read_runs(folder: str | pathlib.Path, *, max_frames: float | None = None) ->
         if not rows:
             continue
         cols = {k: [float(r[k]) for r in rows] for k in ("frames", "success_rate", "return_mean", "episodes")}
+        seconds = sum(float(r.get(k) or 0.0) for r in rows for k in ("collect_s", "update_s"))
         config = json.loads((run / "config.json").read_text())["config"]
         extra = json.loads((run / "measurements.json").read_text()) if (run / "measurements.json").is_file() else {}
         group = groups.get(run.name, re.sub(r"-s\d+$", "", run.name))
         runs.append({"name": run.name, "group": group, "config": config, "columns": cols, "measurements": extra,
+                     "train_seconds": seconds,
                      "complete": cols["frames"][-1] >= min(config["frames"], max_frames or math.inf)})
     return runs
 
@@ -120,8 +127,9 @@ def sweep_report(folder: str | pathlib.Path, *, window: int = 100, threshold: fl
         m = curve_metrics(c["frames"], c["success_rate"], c["return_mean"], c["episodes"],
                           window=window, threshold=threshold)
         d = per.setdefault(r["group"], {})
-        for name in (key, "final_success", "final_return"):
+        for name in (key, f"frames_to_return_{threshold:g}", "final_success", "final_return"):
             d.setdefault(name, []).append(m[name])
+        d.setdefault("train_seconds", []).append(r["train_seconds"])
         for name, v in r["measurements"].items():
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 d.setdefault(name, []).append(float(v))
@@ -130,8 +138,9 @@ def sweep_report(folder: str | pathlib.Path, *, window: int = 100, threshold: fl
     if reference is None:
         reference = next((r["group"] for r in runs if r["config"].get("algo") == REFERENCE_ALGO), next(iter(per)))
     summary = summarize(per, reference=reference)
-    cols = [(key, f"frames to {threshold:g}"), ("final_success", "final success"), ("final_return", "final return")]
-    cols += [(n, n) for n in extra_cols]
+    cols = [(key, f"frames to {threshold:g}"), (f"frames_to_return_{threshold:g}", f"frames to return {threshold:g}"),
+            ("final_success", "final success"), ("final_return", "final return")]
+    cols += [(n, n) for n in extra_cols] + [("train_seconds", "training s")]
     levels = sorted({r["config"]["env"] for r in runs})
     unfinished = sum(not r["complete"] for r in runs)
     md = summary_markdown(summary, cols, title=f"Sweep {folder.name} ({', '.join(levels)})")

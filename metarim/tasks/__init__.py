@@ -1,4 +1,4 @@
-"""Tasks as data: descriptions, samplers, the vocabulary and the seeding of episodes.
+"""Tasks as data: descriptions, samplers, schedules, the vocabulary and the seeding of episodes.
 
 Nothing here steps an env or imports an env package; :mod:`metarim.envs` builds envs from
 tasks.
@@ -15,6 +15,14 @@ from metarim.tasks.samplers import (
     make_sampler,
     register_sampler,
 )
+from metarim.tasks.schedule import (
+    Phase,
+    Schedule,
+    TaskStream,
+    column_stream,
+    load_schedule,
+    sequential_schedule,
+)
 from metarim.tasks.seeding import MAX_FILTER_TRIES, draw_episode, env_seeds
 from metarim.tasks.task import MissionFilter, Task
 from metarim.tasks.vocab import Vocab
@@ -25,12 +33,18 @@ __all__ = [
     "LevelSampler",
     "MissionFilter",
     "MissionSampler",
+    "Phase",
+    "Schedule",
     "SeedRangeSampler",
     "Task",
     "TaskSampler",
+    "TaskStream",
     "Vocab",
+    "column_stream",
     "draw_episode",
     "env_seeds",
+    "load_schedule",
     "make_sampler",
     "register_sampler",
+    "sequential_schedule",
 ]

@@ -51,6 +51,7 @@ from metarim.envs.tensor.codes import (
     WALL,
     encode_cell,
 )
+from metarim.tasks.schedule import TaskStream
 from metarim.tasks.seeding import draw_episode
 from metarim.tasks.task import Task
 
@@ -60,6 +61,7 @@ __all__ = [
     "PAD",
     "SUPPORTED_LEVELS",
     "EpisodeStream",
+    "GeneratorCache",
     "Layout",
     "LayoutGenerator",
     "check_supported",
@@ -140,6 +142,10 @@ class Layout:
         hazards: the grid has goal or lava cells.
         rng_state: the episode-seed generator's state after drawing ``seed`` (what
             ``TaskEnv.get_state`` saves), or ``None`` outside an :class:`EpisodeStream`.
+        tasks_state: under a schedule, the column's
+            :class:`~metarim.tasks.schedule.TaskStream` state after drawing this episode's
+            task (``TaskEnv.get_state``'s ``"tasks"``); ``None`` otherwise.
+        task: under a schedule, the episode's task; ``None`` otherwise.
     """
 
     grid: np.ndarray
@@ -154,6 +160,8 @@ class Layout:
     see_through: bool = False
     hazards: bool = False
     rng_state: dict[str, Any] | None = None
+    tasks_state: dict[str, Any] | None = None
+    task: Task | None = None
 
 
 def _check_objs_reachable(env: Any, raise_exc: bool = True) -> bool:
@@ -320,22 +328,53 @@ class LayoutGenerator:
         return code
 
 
+class GeneratorCache:
+    """One :class:`LayoutGenerator` per ``(level, env_kwargs)`` of the tasks asked for,
+    built on first use, all on the grid ``grid_size`` (a column under a schedule meets
+    several levels).
+
+    Args:
+        grid_size: common ``(width, height)``, at least every level's own.
+        cache_size: each generator's layout cache.
+    """
+
+    def __init__(self, grid_size: tuple[int, int], cache_size: int = 0) -> None:
+        self.grid_size, self.cache_size = grid_size, cache_size
+        self.generators: dict[Any, LayoutGenerator] = {}
+
+    def __call__(self, task: Task) -> LayoutGenerator:
+        """The generator of ``task``'s level."""
+        key = (task.level, task.env_kwargs)
+        if key not in self.generators:
+            self.generators[key] = LayoutGenerator(task.level, task.env_kwargs, grid_size=self.grid_size,
+                                                   cache_size=self.cache_size)
+        return self.generators[key]
+
+
 class EpisodeStream:
     """The episodes one ``TaskEnv`` meets, in order, as layouts.
 
     ``next()`` draws the next episode with :func:`~metarim.tasks.seeding.draw_episode`
-    from ``default_rng(seed)``, as ``TaskEnv.reset`` does.
+    from ``default_rng(seed)``, as ``TaskEnv.reset`` does; under a schedule the task of
+    each episode comes first from the column's
+    :class:`~metarim.tasks.schedule.TaskStream` (as ``TaskEnv.reset`` takes it).
 
     Args:
         task: a :class:`~metarim.tasks.task.Task` on a supported level.
         seed: the seed ``make_vec_env`` gives this env.
         generator: a :class:`LayoutGenerator` for the task's level (built if ``None``).
+        tasks: the column's task stream (a schedule), or ``None``: every episode is ``task``'s.
+        generators: with ``tasks``, the generator of each of its tasks (a :class:`GeneratorCache`).
     """
 
-    def __init__(self, task: Task, seed: int, generator: LayoutGenerator | None = None) -> None:
+    def __init__(self, task: Task, seed: int, generator: LayoutGenerator | None = None, *,
+                 tasks: TaskStream | None = None, generators: GeneratorCache | None = None) -> None:
+        if tasks is not None and generators is None:
+            raise ValueError("EpisodeStream: a task stream needs its generators")
         self.task = task
-        self.generator = generator or LayoutGenerator(task.level, task.env_kwargs)
+        self.generator = generator or (generators(task) if generators else LayoutGenerator(task.level, task.env_kwargs))
         self.rng = np.random.default_rng(seed)
+        self.tasks, self.generators = tasks, generators
 
     def reseed(self, seed: int) -> None:
         """Restarts the stream as ``TaskEnv.reset(seed=seed)`` would."""
@@ -343,7 +382,26 @@ class EpisodeStream:
 
     def next(self) -> Layout:
         """The next episode's layout."""
-        _, lay = draw_episode(self.task, self.rng, self.generator.generate,
-                              mission=lambda lay: lay.mission)
+        task, gen = self.task, self.generator
+        if self.tasks is not None:
+            task = self.tasks.next()
+            gen = self.generators(task)  # type: ignore[misc]
+        _, lay = draw_episode(task, self.rng, gen.generate, mission=lambda lay: lay.mission)
         lay.rng_state = self.rng.bit_generator.state
+        if self.tasks is not None:
+            lay.tasks_state, lay.task = self.tasks.state_dict(), task
+        return lay
+
+    def restore(self, rng_state: dict[str, Any], episode_seed: int, tasks: TaskStream | None = None) -> Layout:
+        """The layout of ``episode_seed`` (of ``tasks.current`` when given, which then
+        becomes this stream's task stream); the stream continues from ``rng_state``."""
+        self.rng.bit_generator.state = rng_state
+        gen = self.generator
+        if tasks is not None:
+            self.tasks = tasks
+            gen = self.generators(tasks.current)  # type: ignore[misc]
+        lay = gen.generate(episode_seed)
+        lay.rng_state = rng_state
+        if tasks is not None:
+            lay.tasks_state, lay.task = tasks.state_dict(), tasks.current
         return lay

@@ -46,8 +46,15 @@ import torch
 
 from metarim.envs.tensor import core
 from metarim.envs.tensor.codes import EMPTY
-from metarim.envs.tensor.layouts import EpisodeStream, Layout, LayoutGenerator, check_supported
+from metarim.envs.tensor.layouts import (
+    EpisodeStream,
+    GeneratorCache,
+    Layout,
+    LayoutGenerator,
+    check_supported,
+)
 from metarim.envs.tensor.prefetch import PrefetchSource
+from metarim.tasks.schedule import Schedule, TaskStream, column_stream
 from metarim.tasks.seeding import env_seeds
 from metarim.tasks.task import Task
 from metarim.tasks.vocab import Vocab
@@ -72,6 +79,11 @@ class TensorGoToVecEnv:
         workers: background processes that make layouts; ``0`` makes them in-process.
         prefetch: layouts kept ready per env when ``workers > 0``.
         cache_size: layouts cached by seed per level (useful for small seed ranges).
+        schedule: a :class:`~metarim.tasks.schedule.Schedule`: env ``b``'s episodes take
+            their tasks from its :func:`~metarim.tasks.schedule.column_stream` for its own
+            task ``task[b]`` (:meth:`set_phase` switches phases); the grid holds the
+            largest level of every phase.
+        phase: the phase the env starts in.
     """
 
     def __init__(
@@ -86,6 +98,8 @@ class TensorGoToVecEnv:
         workers: int = 0,
         prefetch: int = 4,
         cache_size: int = 0,
+        schedule: Schedule | None = None,
+        phase: int = 0,
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs={num_envs} must be >= 1")
@@ -94,12 +108,14 @@ class TensorGoToVecEnv:
         tasks = [task] * num_envs if not isinstance(task, (list, tuple)) else list(task)
         if len(tasks) != num_envs:
             raise ValueError(f"got {len(tasks)} tasks for {num_envs} envs")
-        for t in tasks:
+        all_tasks = tasks if schedule is None else [
+            t for k in range(len(schedule.phases)) for base in tasks for t in schedule.phases[k].tasks_for(base)]
+        for t in all_tasks:
             check_supported(t.level)
         self.num_envs, self.tasks, self.vocab = num_envs, tasks, vocab
         self.device, self.numpy = torch.device(device), numpy
         gens: dict[Any, LayoutGenerator] = {}
-        for t in tasks:
+        for t in all_tasks:
             key = (t.level, t.env_kwargs)
             if key not in gens:
                 gens[key] = LayoutGenerator(t.level, t.env_kwargs)
@@ -109,9 +125,17 @@ class TensorGoToVecEnv:
         self.grid_shape = (next(iter(gens.values())).wp, next(iter(gens.values())).hp)
         self.tables = core.Tables.build(self.grid_shape[1], self.device)
         self.seeds = env_seeds(seed, num_envs)
+        self.schedule, self.phase = schedule, phase
+        streams = None if schedule is None else [column_stream(schedule, phase, t, s)
+                                                 for t, s in zip(tasks, self.seeds)]
         if workers:
             self.source: Any = PrefetchSource(tasks, self.seeds, size, workers=workers, depth=prefetch,
-                                              cache_size=cache_size)
+                                              cache_size=cache_size, streams=streams)
+        elif streams is not None:
+            cache = GeneratorCache(size, cache_size)
+            cache.generators.update(gens)
+            self.source = _SyncSource([EpisodeStream(t, s, tasks=st, generators=cache)
+                                       for t, s, st in zip(tasks, self.seeds, streams)])
         else:
             self.source = _SyncSource([EpisodeStream(t, s, gens[(t.level, t.env_kwargs)])
                                        for t, s in zip(tasks, self.seeds)])
@@ -225,20 +249,56 @@ class TensorGoToVecEnv:
             return obs, reward.cpu().numpy(), term.cpu().numpy(), trunc.cpu().numpy(), {}
         return obs, reward, term, trunc, {}
 
+    # ------------------------------------------------------------------ schedules
+    def set_phase(self, phase: int) -> None:
+        """Under a schedule: from each env's next episode on, its tasks are phase
+        ``phase``'s (a fresh :func:`~metarim.tasks.schedule.column_stream`); the running
+        episodes go on until they end or :meth:`reset` starts new ones (as a phase switch
+        does: ``Learner.set_phase``). The episode seeds continue where they are."""
+        if self.schedule is None:
+            raise ValueError("set_phase needs an env built with a schedule")
+        if self.state is None:
+            raise RuntimeError("call reset() before set_phase()")
+        self.phase = phase
+        for b in range(self.num_envs):
+            lay = self.layouts[b]
+            self.source.switch(b, lay.rng_state, column_stream(self.schedule, phase, self.tasks[b], self.seeds[b]))
+
+    def current_tasks(self) -> list[Task]:
+        """The task of each env's current episode (its own task without a schedule)."""
+        if self.schedule is None:
+            return list(self.tasks)
+        if self.state is None:
+            raise RuntimeError("call reset() before current_tasks()")
+        return [lay.task for lay in self.layouts]  # type: ignore[union-attr,misc]
+
     # ------------------------------------------------------------------ checkpoints
     def get_env_state(self, b: int) -> dict[str, Any]:
-        """Env ``b``'s state as ``TaskEnv.get_state`` gives it."""
+        """Env ``b``'s state as ``TaskEnv.get_state`` gives it (under a schedule, with the
+        phase and the task stream's state: ``"phase"``, ``"tasks"``)."""
         lay = self.layouts[b]
         if lay is None or self.state is None:
             raise RuntimeError("call reset() before get_env_state()")
         n = int(self.state.steps[b])
-        return {"rng": lay.rng_state, "episode_seed": lay.seed, "actions": self.actions[b, :n].tolist()}
+        out = {"rng": lay.rng_state, "episode_seed": lay.seed, "actions": self.actions[b, :n].tolist()}
+        if self.schedule is not None:
+            out.update(phase=self.phase, tasks=lay.tasks_state)
+        return out
 
     def set_env_state(self, b: int, state: dict[str, Any]) -> None:
         """Rebuilds env ``b`` from :meth:`get_env_state` (or ``TaskEnv.get_state``) by replay."""
         if self.state is None:
             raise RuntimeError("call reset() before set_env_state()")
-        lay = self.source.restore(b, state["rng"], int(state["episode_seed"]))
+        tasks = None
+        if self.schedule is not None:
+            if "tasks" not in state:
+                raise ValueError("env state has no task stream: it was saved without a schedule")
+            self.phase = int(state["phase"])
+            tasks = column_stream(self.schedule, self.phase, self.tasks[b], self.seeds[b])
+            tasks.load_state_dict(state["tasks"])
+            lay = self.source.restore(b, state["rng"], int(state["episode_seed"]), tasks)
+        else:
+            lay = self.source.restore(b, state["rng"], int(state["episode_seed"]))
         self._load([b], [lay])
         for a in state["actions"]:
             sub = core.GoToState(**{k: v[b : b + 1].clone() for k, v in vars(self.state).items()})
@@ -284,7 +344,7 @@ def make_tensor_vec_env(
         asynchronous: make layouts in a background process (``workers=1``).
         worker: not supported (the env worker steps minigrid envs).
         **kwargs: further :class:`TensorGoToVecEnv` keywords (``device``, ``workers``,
-            ``prefetch``, ``cache_size``).
+            ``prefetch``, ``cache_size``, ``schedule``, ``phase``).
 
     Returns:
         a :class:`TensorGoToVecEnv` in NumPy mode.
@@ -309,9 +369,10 @@ class _SyncSource:
     def reseed(self, b: int, seed: int) -> None:
         self.streams[b].reseed(seed)
 
-    def restore(self, b: int, rng_state: dict[str, Any], episode_seed: int) -> Layout:
-        s = self.streams[b]
-        s.rng.bit_generator.state = rng_state
-        lay = s.generator.generate(episode_seed)
-        lay.rng_state = rng_state
-        return lay
+    def switch(self, b: int, rng_state: dict[str, Any], tasks: TaskStream) -> None:
+        self.streams[b].rng.bit_generator.state = rng_state
+        self.streams[b].tasks = tasks
+
+    def restore(self, b: int, rng_state: dict[str, Any], episode_seed: int,
+                tasks: TaskStream | None = None) -> Layout:
+        return self.streams[b].restore(rng_state, episode_seed, tasks)
