@@ -20,6 +20,9 @@ each the mean over the pairs.
 
     python benchmarks/inner_lr.py --run results/gotolocal/runs/maml-s0 --rule all
 
+``--fast-params attention`` steps the attentions instead of the mechanisms (the reversed
+roles).
+
 Prints one JSON object. The run's ``inner_lr`` is not used; ``--rates`` are.
 """
 
@@ -81,6 +84,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--chunk-length", type=int, default=32)
     p.add_argument("--rule", choices=("masked", "all"), default="masked",
                    help="masked: Meta-RIM's masked step on the fast weights; all: MAML's step on every parameter")
+    p.add_argument("--fast-params", choices=("modules", "attention"), default="modules",
+                   help="the masked step's fast set (metarim.meta.partition.FAST_PRESETS): the RIM "
+                        "mechanisms, or the attentions (the paper's reversed roles)")
     p.add_argument("--pairs", type=int, default=4, help="chunk pairs averaged over")
     p.add_argument("--seed", type=int, default=5)
     p.add_argument("--env-backend", choices=("minigrid", "tensor"), default="tensor")
@@ -103,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     envs = make_vec_env(Task(config.env), args.num_envs, seed=args.seed, vocab=vocab, backend=args.env_backend)
     collector = RolloutCollector(envs, policy, args.chunk_length)
     if args.rule == "masked":  # Meta-RIM's step and loss
-        kind, make = "ppo", lambda lr: MaskedMAML(policy, lr, first_order=True)
+        kind, make = "ppo", lambda lr: MaskedMAML(policy, lr, first_order=True, fast=args.fast_params)
     else:  # MAML's
         kind, make = "a2c", lambda lr: l2l.algorithms.MAML(policy, lr=lr, first_order=True)
     rows: dict[float, list[dict[str, float]]] = {lr: [] for lr in args.rates}
@@ -115,9 +121,10 @@ def main(argv: list[str] | None = None) -> None:
             rows[lr].append(measure(make(lr), chunks, targets, config, kind, unadapted))
     envs.close()
     table = [{"inner_lr": lr, **{k: sum(r[k] for r in rs) / len(rs) for k in rs[0]}} for lr, rs in rows.items()]
-    fast = MaskedMAML(policy, 1.0).partition.fast if args.rule == "masked" else dict(policy.named_parameters())
+    fast = MaskedMAML(policy, 1.0, fast=args.fast_params).partition.fast if args.rule == "masked" else dict(policy.named_parameters())
     fast_norm = sum(t.detach().square().sum() for n, t in policy.named_parameters() if n in fast) ** 0.5
     print(json.dumps({"benchmark": "inner_lr", "run": str(args.run), "rule": args.rule,
+                      "fast_params": args.fast_params,
                       "adapted_weight_norm": float(fast_norm),
                       "pairs": args.pairs, "frames_per_chunk": args.num_envs * args.chunk_length,
                       "rows": table}, indent=1))

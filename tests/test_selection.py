@@ -221,6 +221,29 @@ def test_metarim_fast_params_attention():
         learner.close()
 
 
+def test_metarim_default_inner_lr_follows_the_fast_set():
+    from metarim.algorithms.base import prepare_config
+    from metarim.sweep.spec import expand_sweep
+
+    assert prepare_config(TrainConfig(algo="metarim", memory="rim")).inner_lr == 10.0
+    assert prepare_config(TrainConfig(algo="metarim", memory="rim", fast_params="attention")).inner_lr == 0.1
+    assert prepare_config(TrainConfig(algo="metarim", memory="rim", fast_params="attention",
+                                      inner_lr=3.0)).inner_lr == 3.0  # an explicit rate stays
+    spec = {"base": {"frames": 1024}, "seeds": [0],
+            "learners": {"rev": {"algo": "metarim", "memory": "rim", "fast_params": "attention"}}}
+    assert expand_sweep(spec)[0].config["inner_lr"] == 0.1  # the sweep writes the same number
+
+
+def test_metarim_non_finite_fast_weights_raise_a_named_error():
+    learner = make_learner(TrainConfig.from_dict({**TINY, "fast_params": "attention", "inner_lr": 1e30}))
+    try:
+        with pytest.raises(FloatingPointError, match="lower --inner-lr"):  # weights or probabilities
+            for _ in range(3):
+                learner.step()
+    finally:
+        learner.close()
+
+
 # --- the reset tie ------------------------------------------------------------------------
 
 def _first_step_selection(rim: RIM, x: torch.Tensor) -> torch.Tensor:

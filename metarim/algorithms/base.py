@@ -102,7 +102,7 @@ def prepare_config(config: TrainConfig) -> TrainConfig:
     """
     cls = learner_class(config.algo)
     if config.inner_lr is None:
-        config.inner_lr = cls.default_inner_lr
+        config.inner_lr = cls.default_inner_lr_of(config)
     cls.check_config(config)
     return config
 
@@ -211,6 +211,12 @@ class Learner:
     ``"adam"``."""
     default_inner_lr: ClassVar[float] = 0.1
     """``inner_lr`` when the config leaves it ``None``: a step on every parameter."""
+
+    @classmethod
+    def default_inner_lr_of(cls, config: TrainConfig) -> float:
+        """``inner_lr`` for ``config`` when it leaves it ``None`` (:attr:`default_inner_lr`;
+        a learner whose step differs with the config overrides this)."""
+        return cls.default_inner_lr
     supports_env_worker: ClassVar[bool] = False
     """Whether ``env_worker=True`` works (the learner has one vector env)."""
     supports_compile: ClassVar[bool] = False

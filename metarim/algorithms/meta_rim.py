@@ -125,6 +125,13 @@ class MetaRIM(Learner):
     supports_fast_params = True
 
     @classmethod
+    def default_inner_lr_of(cls, config: TrainConfig) -> float:
+        """10 with the modules fast; 0.1 with the attentions fast (``fast_params="attention"``):
+        at 10 one masked step on the attentions drives the action probabilities to 0/1
+        (``benchmarks/inner_lr.py --fast-params attention``, docs/meta_learners.md)."""
+        return 0.1 if config.fast_params == "attention" else cls.default_inner_lr
+
+    @classmethod
     def check_config(cls, config: TrainConfig) -> None:
         """Also: a RIM memory (the masked step adapts its modules) and at least two chunks
         of ``chunk_length`` in ``num_steps`` (one inner, one outer)."""
@@ -288,6 +295,11 @@ class MetaRIM(Learner):
         c = self.config
         loss, _, masks = rollout_loss(self.actor, chunk, c, reset_memory=c.reset_memory, window=c.meta_window)
         adapt_in_place(self.actor, loss, self.inner_rates(), self.meta.partition, self._activity(masks))
+        actor = dict(self.actor.named_parameters())
+        if not all(torch.isfinite(actor[n]).all() for n in self.meta.partition.fast):
+            raise FloatingPointError(
+                f"the inner step made the fast weights non-finite at update {self.updates} (inner_lr="
+                f"{c.inner_lr}, fast_params={c.fast_params!r}); lower --inner-lr (benchmarks/inner_lr.py)")
 
     def _activity(self, masks: torch.Tensor) -> torch.Tensor:
         """The ``(N,)`` activity of a chunk's ``(T, B, N)`` selection masks that its masked

@@ -56,12 +56,23 @@ class Rollout:
 
 
 def sample_actions(logits: Tensor, *, greedy: bool = False) -> tuple[Tensor, Tensor]:
-    """Samples (or takes the argmax of) a categorical; returns ``(actions, log-probs)``."""
+    """Samples (or takes the argmax of) a categorical; returns ``(actions, log-probs)``.
+
+    Raises:
+        FloatingPointError: the logits are not finite (diverged parameters), instead of
+            ``torch.multinomial``'s ``RuntimeError``.
+    """
     logp_all = torch.log_softmax(logits, dim=-1)
     if greedy:
         actions = logits.argmax(-1)
     else:
-        actions = torch.multinomial(logp_all.exp().reshape(-1, logits.shape[-1]), 1)
+        try:
+            actions = torch.multinomial(logp_all.exp().reshape(-1, logits.shape[-1]), 1)
+        except RuntimeError:
+            if bool(torch.isfinite(logp_all).all()):
+                raise
+            raise FloatingPointError("the policy's action probabilities are not finite: its parameters "
+                                     "diverged (Meta-RIM: lower --inner-lr, benchmarks/inner_lr.py)") from None
         actions = actions.view(logits.shape[:-1])
     return actions, logp_all.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
 

@@ -143,7 +143,7 @@ def expand_sweep(spec: dict[str, Any]) -> list[SweepRun]:
         try:
             cfg = TrainConfig.from_dict(data)
             if cfg.inner_lr is None and cfg.algo in LEARNERS:  # an unknown algo: check_runs refuses it
-                cfg.inner_lr = LEARNERS[cfg.algo].default_inner_lr
+                cfg.inner_lr = LEARNERS[cfg.algo].default_inner_lr_of(cfg)
             config = cfg.to_dict()
         except (TypeError, ValueError) as e:
             raise ValueError(f"sweep: run {group}-s{seed}: {e}") from None
