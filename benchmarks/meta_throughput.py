@@ -5,9 +5,10 @@ Rows: the vector env stepped with random actions (env only), then one row per le
 of the time. Meta-RIM is measured with one meta-step per update (second and first order:
 the cost of the masked second-order step itself), with four (4 epochs over all env
 columns) and with its training default (4 epochs × 4 minibatches, PPO's number of
-gradient steps per frame), and variants of that default: truncated backprop windows of
-16, 8 and 4 steps inside each chunk (``meta_window``), first order, and larger
-minibatches (fewer chains per update). The target is Meta-RIM second order at ≥ 0.3×
+gradient steps per frame, 4-step truncated backprop windows inside each chunk), and
+variants of that default: windows of 16 and 8 steps and whole chunks (``meta_window``
+0, the default until issue 19), first order, and larger minibatches (fewer chains per
+update). The target is Meta-RIM second order at ≥ 0.3×
 the env-only rate. CPU-time rates (``time.process_time``, one torch thread, plus the env
 worker's CPU time with ``--env-worker``) are the ones to read on a machine shared with
 other jobs.
@@ -116,15 +117,24 @@ def main(argv: list[str] | None = None) -> int:
         # one meta-step over all envs per update: the cost of the masked second-order step
         "metarim (2nd order, 1 step)": {**single, "algo": "metarim", "memory": "rim"},
         "metarim (1st order, 1 step)": {**single, "algo": "metarim", "memory": "rim", "first_order": True},
-        # the training default: 4 epochs x (batch_size / num_steps)-column minibatches
+        # the training default: 4 epochs x (batch_size / num_steps)-column minibatches, each
+        # chunk's chain in 4-step truncated windows (meta_window=4, the default since issue 19)
         "metarim (2nd order, default)": default,
-        # the default with truncated backprop windows inside each chunk (meta_window)
+        # the same with longer windows, and whole chunks (meta_window=0, the default before)
         **{f"metarim (2nd order, default, window {w})": {**default, "meta_window": w}
-           for w in (16, 8, 4) if w < args.chunk_length and args.chunk_length % w == 0},
+           for w in (16, 8) if w < args.chunk_length and args.chunk_length % w == 0},
+        "metarim (2nd order, default, whole chunks)": {**default, "meta_window": 0},
         "metarim (1st order, default)": {**default, "first_order": True},
-        "metarim (1st order, default, window 4)": {**default, "first_order": True, "meta_window": 4},
+        "metarim (1st order, default, whole chunks)": {**default, "first_order": True, "meta_window": 0},
         # twice the columns per minibatch: 8 chains per update instead of 16
-        "metarim (2nd order, 8 columns, window 4)": {**default, "batch_size": 8 * T, "meta_window": 4},
+        "metarim (2nd order, 8 columns)": {**default, "batch_size": 8 * T},
+        # issue 19's variants: top-k module selection, the reversed roles (attentions fast)
+        "metarim (2nd order, default, topk)": {**default, "selection": "topk"},
+        "metarim (2nd order, default, reversed roles)": {**default, "fast_params": "attention"},
+        # the two-timescale learner, first order (PPO's loop, two optimisers)
+        "fastslow (rim)": {"algo": "fastslow", "memory": "rim", "num_steps": T},
+        "fastslow (rim, reversed roles)": {"algo": "fastslow", "memory": "rim", "num_steps": T,
+                                           "fast_params": "attention"},
         # 4 epochs x all columns: 4 chains per update (examples/gotolocal_meta.py's
         # metarim-4step and metarim-4step-lr4x, which plateau at ~0.6; docs/results.md)
         "metarim (2nd order, 4 steps)": {**single, "algo": "metarim", "memory": "rim", "epochs": 4},
@@ -141,9 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.repeats):  # env only, row, env only, row, ..., env only
         envs.append({**env_only(args.level, args.num_envs, args.env_frames), "load": os.getloadavg()[0]})
         for name, over in configs.items():
-            if args.env_worker and over["algo"] in ("metarim", "ppo"):
+            if args.env_worker and over["algo"] in ("metarim", "ppo", "fastslow"):
                 over = {**over, "env_worker": True}
-            if args.compile and over["algo"] in ("metarim", "ppo"):
+            if args.compile and over["algo"] in ("metarim", "ppo", "fastslow"):
                 over = {**over, "compile": True}
             load = os.getloadavg()[0]
             r = {**learner_fps({**base, **over}, args.updates), "load": load}

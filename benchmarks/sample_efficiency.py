@@ -13,7 +13,8 @@ budgets; per (variant, level), the means over seeds.
 
 A variant is ``NAME=FLAGS`` (extra ``metarim train`` flags, shell-quoted; empty: the
 defaults). ``--parallel N`` trains N runs at once (the machine has 2 cores: use 2 when
-nothing else runs). ``--table`` also prints a markdown table of the means.
+nothing else runs). ``--table`` also prints a markdown table of the means, ``--plot PNG``
+draws the return curves (``--band LEVEL=LOW:HIGH:LABEL`` shades a reference range).
 """
 
 from __future__ import annotations
@@ -128,6 +129,43 @@ def table(agg: dict[str, dict[str, Any]], budget: str) -> str:
     return "\n".join(lines)
 
 
+def plot(root: pathlib.Path, runs: list[dict[str, Any]], path: pathlib.Path,
+         bands: dict[str, tuple[float, float, str]] | None = None) -> None:
+    """One panel per level: ``return_mean`` against frames, a thin line per seed and the
+    mean over seeds per variant; ``bands``: ``{level: (low, high, label)}``, a shaded
+    reference range (e.g. the starter kit's return on that level)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    levels = list(dict.fromkeys(r["level"] for r in runs))
+    fig, axes = plt.subplots(1, len(levels), figsize=(5.5 * len(levels), 3.8), squeeze=False)
+    for ax, level in zip(axes[0], levels):
+        if bands and level in bands:
+            lo, hi, label = bands[level]
+            ax.axhspan(lo, hi, color="grey", alpha=0.25, label=label)
+        for i, name in enumerate(dict.fromkeys(r["variant"] for r in runs if r["level"] == level)):
+            color = f"C{i}"
+            curves = [curve(root / name / f"{level}-s{r['seed']}")[:2] for r in runs
+                      if r["level"] == level and r["variant"] == name]
+            for f, ret in curves:
+                ax.plot(f, ret, color=color, lw=0.6, alpha=0.5)
+            n = min(len(f) for f, _ in curves)
+            ax.plot(curves[0][0][:n], np.mean([ret[:n] for _, ret in curves], 0), color=color, lw=2,
+                    label=f"{name} (mean of {len(curves)} seeds)")
+        ax.set_title(level)
+        ax.set_xlabel("frames")
+        ax.xaxis.set_major_formatter(lambda x, _: f"{x / 1000:.0f}k")
+        ax.set_ylabel("return_mean (last 100 episodes)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--levels", nargs="+", default=list(LEVEL_FRAMES))
@@ -138,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", default="/tmp/metarim-sample-efficiency", help="folder for the run folders")
     p.add_argument("--parallel", type=int, default=1)
     p.add_argument("--table", metavar="BUDGET", help="also print a markdown table at this budget")
+    p.add_argument("--plot", metavar="PNG", help="also draw the return curves (one panel per level)")
+    p.add_argument("--band", action="append", metavar="LEVEL=LOW:HIGH:LABEL", default=[],
+                   help="a shaded reference range on a level's panel (repeatable)")
     a = p.parse_args(argv)
     variants: dict[str, list[str]] = {}
     for v in a.variant or ["default="]:
@@ -165,6 +206,13 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"runs": runs, "mean": agg}))
     if a.table:
         print(table(agg, a.table))
+    if a.plot:
+        bands = {}
+        for spec in a.band:
+            level, _, rest = spec.partition("=")
+            lo, hi, label = rest.split(":", 2)
+            bands[level] = (float(lo), float(hi), label)
+        plot(root, runs, pathlib.Path(a.plot), bands)
     return 0
 
 

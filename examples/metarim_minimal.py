@@ -10,7 +10,10 @@ public primitives: :class:`~metarim.rl.ActorCritic` with a RIM memory,
 ``adapt``), :func:`~metarim.meta.reduce_activity`, :class:`~metarim.rl.RolloutCollector`,
 :func:`~metarim.envs.make_vec_env`, :func:`~metarim.rl.gae` and
 :func:`~metarim.rl.ppo_loss`. ``tests/test_minimal_example.py`` checks that its updates
-equal :class:`metarim.algorithms.MetaRIM`'s (float64, same seed, exactly).
+equal :class:`metarim.algorithms.MetaRIM`'s (float64, same seed, exactly) with
+``meta_window=0``: each chunk's chain runs whole here, where the learner's default
+re-runs it in 4-step truncated windows from the stored memories (cheaper, same
+learning: docs/results.md).
 
 The update (the module docstring of :mod:`metarim.algorithms.meta_rim` gives the
 reasons). Let :math:`\theta` be the fast parameters (the per-module recurrent weights of

@@ -168,9 +168,9 @@ def test_windowed_meta_gradient_matches_reference(monkeypatch, learner_and_chunk
     learner.close()
 
 
-def test_window_of_chunk_length_is_the_default_chain(monkeypatch, learner_and_chunks):
+def test_window_of_chunk_length_is_the_whole_chunk_chain(monkeypatch, learner_and_chunks):
     _, chunks = learner_and_chunks
-    default, a = _learner_grad(monkeypatch, chunks)
+    default, a = _learner_grad(monkeypatch, chunks, meta_window=0)  # 0: the whole chunk
     windowed, b = _learner_grad(monkeypatch, chunks, meta_window=8)
     truncated, c = _learner_grad(monkeypatch, chunks, meta_window=2)
     assert a.keys() == b.keys()
@@ -199,15 +199,15 @@ def test_meta_throughput_divides_each_row_by_the_env_runs_beside_it(capsys):
     mod = load_script(pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "meta_throughput.py")
     threads = torch.get_num_threads()
     try:
-        rc = mod.main(["--rows", "default, window 4", "--updates", "1", "--env-frames", "64", "--num-envs", "16",
+        rc = mod.main(["--rows", "default, whole", "--updates", "1", "--env-frames", "64", "--num-envs", "16",
                        "--chunk-length", "8", "--num-units", "2", "--k", "1", "--hidden-size", "8"])
     finally:
         torch.set_num_threads(threads)
     assert rc == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     rows = out["rows"]
-    assert list(rows) == ["env only", "metarim (2nd order, default, window 4)",
-                          "metarim (1st order, default, window 4)"]
+    assert list(rows) == ["env only", "metarim (2nd order, default, whole chunks)",
+                          "metarim (1st order, default, whole chunks)"]
     envs = rows["env only"]["fps_all"]
     assert len(envs) == 3
     for i, name in enumerate(list(rows)[1:]):

@@ -52,7 +52,8 @@ def test_updates_equal_metarim_step_in_float64(ex, env_backend, first_order):
     args = ex.Args(**kw)
     shared = {f.name: getattr(args, f.name) for f in dataclasses.fields(args)}
     # one global torch generator, two consumers: each runs on its own saved RNG state
-    learner = make_learner(TrainConfig.from_dict({"algo": "metarim", "memory": "rim", **shared}))
+    # the example runs each chunk's chain whole: the learner's meta_window=0
+    learner = make_learner(TrainConfig.from_dict({"algo": "metarim", "memory": "rim", "meta_window": 0, **shared}))
     learner.policy.double()
     rng_ref = torch.get_rng_state()
     run = ex.setup(args)

@@ -11,7 +11,8 @@ learner at one level and grid point, over its seeds). Per run, from ``metrics.cs
   last 100 episodes' mean return), which keeps rising after the success saturates;
 * ``final_success`` / ``final_return``: mean over the last tenth of the curve;
 * ``train_seconds``: the run's collection and update seconds (``collect_s + update_s``
-  summed over its rows; wall-clock, so read it with the machine's load).
+  summed over its rows, or each row's frames over its ``fps`` where the learner logs
+  only that; wall-clock, so read it with the machine's load).
 
 A run folder may also hold ``measurements.json``, ``{metric: number}`` (e.g. fast
 adaptation results written by an evaluation script); each metric becomes a column.
@@ -72,6 +73,26 @@ def curve_metrics(frames: Sequence[float], success: Sequence[float], returns: Se
             "final_success": tail(s), "final_return": tail(r)}
 
 
+def _seconds(rows: list[dict[str, str]]) -> float | None:
+    """Training wall seconds of ``metrics.csv`` rows: ``collect_s + update_s`` summed, or,
+    for learners that log only ``fps`` (MAML, Reptile), each row's new frames over its
+    ``fps``; ``None`` without either.
+
+    Example:
+        >>> _seconds([{"frames": "100", "fps": "50"}, {"frames": "300", "fps": "100"}])
+        4.0
+    """
+    if rows and "collect_s" in rows[0]:
+        return sum(float(r["collect_s"] or 0.0) + float(r["update_s"] or 0.0) for r in rows)
+    if rows and "fps" in rows[0]:
+        before, total = 0.0, 0.0
+        for r in rows:
+            total += (float(r["frames"]) - before) / float(r["fps"])
+            before = float(r["frames"])
+        return total
+    return None
+
+
 def read_runs(folder: str | pathlib.Path, *, max_frames: float | None = None) -> list[dict[str, Any]]:
     """Every run folder under ``folder/runs`` with a ``metrics.csv``: name, group, config, columns.
 
@@ -88,7 +109,7 @@ def read_runs(folder: str | pathlib.Path, *, max_frames: float | None = None) ->
         if not rows:
             continue
         cols = {k: [float(r[k]) for r in rows] for k in ("frames", "success_rate", "return_mean", "episodes")}
-        seconds = sum(float(r.get(k) or 0.0) for r in rows for k in ("collect_s", "update_s"))
+        seconds = _seconds(rows)
         config = json.loads((run / "config.json").read_text())["config"]
         extra = json.loads((run / "measurements.json").read_text()) if (run / "measurements.json").is_file() else {}
         group = groups.get(run.name, re.sub(r"-s\d+$", "", run.name))
