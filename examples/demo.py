@@ -7,7 +7,11 @@ settings of :data:`KIT` (and ``meta_window`` 4 for Meta-RIM, :data:`EXTRA`). A p
 bar per run shows frames and training success. Each trained policy is then measured on
 minigrid with :data:`EPISODES` episodes per measurement, and the script prints the
 table and where to find ``curves.png``, ``modules.png`` and ``metarim.gif`` (five
-episodes of the trained Meta-RIM agent on a held-out seed range).
+episodes of the trained Meta-RIM agent on a held-out seed range). In the same pool of
+runs, a task-switch segment (:func:`switch_spec`) trains PPO+LSTM and Meta-RIM from
+scratch under the schedule :data:`SWITCH_LEVELS`, :data:`SWITCH_FRAMES` frames per
+phase, unmeasured; the script prints its switch table and writes ``switch.png`` and
+``switch.json`` (:func:`switch_report`).
 
 Outputs in ``--out`` (default ``results/demo/``) are those of
 ``examples/gotolocal_meta.py`` plus ``metarim.gif``; every JSON file is strict JSON.
@@ -31,6 +35,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 import sys
 import threading
@@ -57,6 +62,16 @@ against the starter kit"), passed explicitly so the demo trains the same runs wh
 EXTRA: dict[str, dict[str, Any]] = {"metarim": {"meta_window": 4}}
 """Further overrides per learner, on top of :data:`KIT`."""
 GIF_EPISODES = 5
+SWITCH_LEVELS = ("BabyAI-GoToLocalS6N2-v0", "BabyAI-GoToLocalS8N7-v0")
+"""The task-switch segment's two phases: the demo's level, then a larger room with seven
+distractors (8x8 rather than 6x6, 7 objects rather than 2)."""
+SWITCH_FRAMES = 20_480
+"""Frames per phase of the segment (20 updates): enough for PPO+LSTM and Meta-RIM to
+learn the first level, dip at the switch and recover on the second (README.md)."""
+SWITCH_LEARNERS = ["metarim", "lstm"]
+"""Learners of the segment, each trained from scratch as ``switch-<learner>``."""
+SWITCH_WINDOW = 10_000
+"""Frames after the switch over which the table's success is averaged."""
 FULL = ("python examples/gotolocal_meta.py --frames 500000 --seeds 0 1 2 --env-backend tensor "
         "--jobs 2")
 """The full comparison (README, "GoToLocal comparison")."""
@@ -69,13 +84,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=FRAMES, help="frames per run")
     p.add_argument("--episodes", type=int, default=EPISODES, help="evaluation episodes per measurement")
     p.add_argument("--jobs", type=int, default=JOBS, help="runs trained at once")
+    p.add_argument("--switch-frames", type=int, default=SWITCH_FRAMES,
+                   help="frames per phase of the task-switch segment (0: no segment)")
+    p.add_argument("--only-switch", action="store_true",
+                   help="train and report the task-switch segment alone (to time it)")
     a = p.parse_args(argv)
     for name in ("frames", "episodes", "jobs"):
         if getattr(a, name) < 1:
             p.error(f"--{name} {getattr(a, name)} must be >= 1")
-    return comparison.parse_args(["--learners", *LEARNERS, "--seeds", "0", "--frames", str(a.frames),
+    if a.switch_frames < 0 or (a.only_switch and a.switch_frames == 0):
+        p.error(f"--switch-frames {a.switch_frames} must be >= 1 (or 0 for no segment, without --only-switch)")
+    args = comparison.parse_args(["--learners", *LEARNERS, "--seeds", "0", "--frames", str(a.frames),
                                   "--episodes", str(a.episodes), "--jobs", str(a.jobs), "--out", a.out,
                                   "--env-backend", "tensor"])
+    args.switch_frames, args.only_switch = a.switch_frames, a.only_switch
+    return args
 
 
 def demo_spec(args: argparse.Namespace) -> dict[str, Any]:
@@ -96,6 +119,73 @@ def demo_spec(args: argparse.Namespace) -> dict[str, Any]:
         over.update(KIT)
         over.update(EXTRA.get(name, {}))
     return spec
+
+
+def switch_spec(args: argparse.Namespace) -> dict[str, Any]:
+    """The task-switch segment: :data:`SWITCH_LEARNERS`, with the settings of
+    :func:`demo_spec`, trained from scratch under the two-phase schedule
+    :data:`SWITCH_LEVELS`, ``args.switch_frames`` frames each (a sweep of its own, so the
+    comparison's table and curves are those of :func:`demo_spec` alone).
+
+    Example:
+        >>> spec = switch_spec(parse_args([]))
+        >>> sorted(spec["learners"]), spec["base"]["frames"]
+        (['switch-lstm', 'switch-metarim'], 40960)
+        >>> [p["level"] for p in spec["learners"]["switch-lstm"]["schedule"]["phases"]]
+        ['BabyAI-GoToLocalS6N2-v0', 'BabyAI-GoToLocalS8N7-v0']
+    """
+    from metarim.tasks.schedule import sequential_schedule
+
+    main = comparison.sweep_spec(args)
+    schedule = sequential_schedule(list(SWITCH_LEVELS), args.switch_frames)
+    learners = {f"switch-{n}": {**comparison.LEARNERS[n], **KIT, **EXTRA.get(n, {}), "schedule": schedule}
+                for n in SWITCH_LEARNERS}
+    return {**main, "base": {**main["base"], "frames": len(SWITCH_LEVELS) * args.switch_frames},
+            "levels": [SWITCH_LEVELS[0]], "learners": learners}
+
+
+def switch_report(out: pathlib.Path) -> list[dict[str, Any]]:
+    """Continual metrics (:func:`metarim.evaluation.continual.continual_report`) of the
+    segment's runs, written to ``switch.json`` (strict JSON), and ``switch.png``: training
+    success against frames, a line per learner, the switch as a vertical line."""
+    from metarim.evaluation.continual import continual_report, success_curve
+    from metarim.reporting.plotting import _pyplot
+    from metarim.reporting.report import finite_or_none
+
+    reports = []
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for n in SWITCH_LEARNERS:
+        folder = out / "runs" / f"switch-{n}-s0"
+        rep = continual_report(folder, window=SWITCH_WINDOW, threshold=0.8)
+        reports.append({"learner": n, **rep})
+        frames, success = success_curve(folder)
+        ax.plot(frames, success, label=n)
+    for sw in reports[0]["switches"]:
+        ax.axvline(sw["frames"], color="k", lw=1)
+        ax.text(sw["frames"], 1.02, f" -> {sw['name'].replace('BabyAI-', '')}", fontsize=8, va="bottom")
+    ax.axhline(0.8, color="grey", ls=":", lw=1)
+    ax.set(xlabel="frames", ylabel="success rate (training episodes)", ylim=(0, 1.08),
+           title=f"{' -> '.join(lv.replace('BabyAI-', '') for lv in SWITCH_LEVELS)}")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out / "switch.png", dpi=100)
+    plt.close(fig)
+    (out / "switch.json").write_text(json.dumps(finite_or_none(reports), indent=1, default=float, allow_nan=False))
+    return reports
+
+
+def switch_table(reports: list[dict[str, Any]]) -> str:
+    """The segment's table: per learner, success just before the switch, over the first
+    :data:`SWITCH_WINDOW` frames after it, and frames after it to 0.8."""
+    lines = [f"Task switch ({' -> '.join(SWITCH_LEVELS)}):",
+             f"| learner | success before | success, first {SWITCH_WINDOW // 1000}k frames after | frames to 0.8 |",
+             "|---|---|---|---|"]
+    for r in reports:
+        for sw in r["switches"]:
+            back = "not reached" if sw["frames_to_threshold"] is None else f"{sw['frames_to_threshold']:,.0f}"
+            lines.append(f"| {r['learner']} | {sw['success_before']:.2f} | {sw['success_after']:.2f} | {back} |")
+    return "\n".join(lines) + "\n"
 
 
 class Progress:
@@ -180,10 +270,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = pathlib.Path(args.out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    todo = expand_sweep(demo_spec(args))
-    print(f"Training {', '.join(LEARNERS)} on {args.train_level} (tensor env), {args.frames:,} frames each, "
-          f"{args.jobs} at a time; then {args.episodes} evaluation episodes per measurement on minigrid.",
-          file=sys.stderr)
+    main_runs = [] if args.only_switch else expand_sweep(demo_spec(args))
+    switch_runs = expand_sweep(switch_spec(args)) if args.switch_frames else []
+    # one pool for both: the slowest (Meta-RIM's two) start first, then the rest by cost
+    todo = main_runs[:1] + switch_runs[:1] + main_runs[1:] + switch_runs[1:]
+    if main_runs:
+        print(f"Training {', '.join(LEARNERS)} on {args.train_level} (tensor env), {args.frames:,} frames each, "
+              f"{args.jobs} at a time; then {args.episodes} evaluation episodes per measurement on minigrid.",
+              file=sys.stderr)
+    if switch_runs:
+        print(f"Task switch: {', '.join(SWITCH_LEARNERS)} from scratch, {args.switch_frames:,} frames on "
+              f"{SWITCH_LEVELS[0]}, then {args.switch_frames:,} on {SWITCH_LEVELS[1]} (no evaluation).",
+              file=sys.stderr)
     with Progress(todo, out):
         results = run_sweep(todo, out, max_parallel=args.jobs, log=lambda s: tqdm.write(s, file=sys.stderr))
     failed = {n: r["error"] for n, r in results.items() if r["status"] not in ("done", "skipped")}
@@ -191,22 +289,41 @@ def main(argv: list[str] | None = None) -> int:
         print(f"runs not finished (rerun to retry): {failed}", file=sys.stderr)
         return 1
     trained = time.perf_counter() - t0
-    runs = comparison.measure_all(args, out)
-    comparison.aggregate(runs, args, out)
-    gif = write_gif(out)
-    train_s = sum(r["train_seconds"] for r in runs)
-    print((out / "summary.md").read_text())
+    train_s = sum(comparison.training_seconds(_rows(out / "runs" / r.name)) for r in todo)
+    paths = []
+    if main_runs:
+        runs = comparison.measure_all(args, out)
+        comparison.aggregate(runs, args, out)
+        gif = write_gif(out)
+        print((out / "summary.md").read_text())
+        paths += ["curves.png", "modules.png", gif.name]
+    if switch_runs:
+        print(switch_table(switch_report(out)))
+        paths.append("switch.png")
     print(f"Wall time {time.perf_counter() - t0:.0f} s (training {trained:.0f} s; training time summed over "
-          f"the runs {train_s:.0f} s). One seed per learner, so each [CI] is a single value; the full comparison "
-          f"below has three.\n")
-    for f in ("curves.png", "modules.png", gif.name, "summary.md", "summary.json"):
+          f"the {len(todo)} runs {train_s:.0f} s). One seed per learner, so each [CI] is a single value; the full "
+          f"comparison below has three.\n")
+    for f in paths + (["summary.md", "summary.json"] if main_runs else []) + (["switch.json"] if switch_runs else []):
         print(f"  {out / f}")
-    print(f"\ncurves.png: training success (mean of the last 100 episodes) against frames, a line per learner; "
-          f"'frames to 0.8' in the table is where a line first crosses the dotted 0.8.\n"
-          f"modules.png: per RIM learner, the fraction of steps each of its 4 modules is active (2 per step) by "
-          f"mission object, colour and episode step; {gif.name}: the trained Meta-RIM agent, held-out episodes.\n"
-          f"Full comparison (5 learners, 3 seeds, 500k frames each, 80-90 min): {FULL}")
+    print()
+    if main_runs:
+        print(f"curves.png: training success (mean of the last 100 episodes) against frames, a line per learner; "
+              f"'frames to 0.8' in the table is where a line first crosses the dotted 0.8.\n"
+              f"modules.png: per RIM learner, the fraction of steps each of its 4 modules is active (2 per step) by "
+              f"mission object, colour and episode step; {gif.name}: the trained Meta-RIM agent, held-out episodes.")
+    if switch_runs:
+        print("switch.png: training success across the switch (vertical line) to the larger, more cluttered room; "
+              "the window of episodes restarts there, so the dip is the new level's own success, and the table's "
+              "'frames to 0.8' is how long each learner takes to recover.")
+    print(f"Full comparison (5 learners, 3 seeds, 500k frames each, 80-90 min): {FULL}")
     return 0
+
+
+def _rows(folder: pathlib.Path) -> list[dict[str, str]]:
+    import csv
+
+    with open(folder / "metrics.csv") as fh:
+        return list(csv.DictReader(fh))
 
 
 if __name__ == "__main__":
