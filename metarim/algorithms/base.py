@@ -31,7 +31,6 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -53,7 +52,6 @@ __all__ = [
     "make_learner",
     "prepare_config",
     "register_learner",
-    "restart_collector",
 ]
 
 LEARNERS: dict[str, type[Learner]] = {}
@@ -165,20 +163,6 @@ def check_schedule(config: TrainConfig) -> None:
             raise ValueError(f"schedule: {e}") from None
 
 
-def restart_collector(collector: RolloutCollector) -> None:
-    """Starts a fresh episode in every env of ``collector`` (``envs.reset()``, which
-    continues each env's seeded stream), with the memory at its initial state and the
-    episode counters at zero, as a new collector would; the unfinished episodes are
-    dropped."""
-    n = collector.num_envs
-    obs, _ = collector.envs.reset()
-    collector.obs = {k: np.asarray(v) for k, v in obs.items()}
-    collector.start = np.ones(n, dtype=bool)
-    collector.memory = collector.policy.initial_state(n)
-    collector.ep_return = np.zeros(n)
-    collector.ep_length = np.zeros(n, dtype=np.int64)
-
-
 class Stateful(Protocol):
     """Anything a learner checkpoints through :attr:`Learner.stateful`."""
 
@@ -212,11 +196,6 @@ class Learner:
     default_inner_lr: ClassVar[float] = 0.1
     """``inner_lr`` when the config leaves it ``None``: a step on every parameter."""
 
-    @classmethod
-    def default_inner_lr_of(cls, config: TrainConfig) -> float:
-        """``inner_lr`` for ``config`` when it leaves it ``None`` (:attr:`default_inner_lr`;
-        a learner whose step differs with the config overrides this)."""
-        return cls.default_inner_lr
     supports_env_worker: ClassVar[bool] = False
     """Whether ``env_worker=True`` works (the learner has one vector env)."""
     supports_compile: ClassVar[bool] = False
@@ -246,6 +225,12 @@ class Learner:
         """Checkpointed pieces by checkpoint key (``"optimizer"``, ``"collector"``,
         ``"recent"``, ...): :meth:`state_dict` and :meth:`load_state_dict` go through them
         in order."""
+
+    @classmethod
+    def default_inner_lr_of(cls, config: TrainConfig) -> float:
+        """``inner_lr`` for ``config`` when it leaves it ``None`` (:attr:`default_inner_lr`;
+        a learner whose step differs with the config overrides this)."""
+        return cls.default_inner_lr
 
     @classmethod
     def check_config(cls, config: TrainConfig) -> None:
@@ -302,7 +287,7 @@ class Learner:
         self.phase = phase
         for col in self.env_collectors():
             col.envs.set_phase(phase)
-            restart_collector(col)
+            col.restart()
         for part in self.stateful.values():
             if isinstance(part, EpisodeWindow):
                 part.episodes.clear()

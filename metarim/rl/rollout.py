@@ -100,12 +100,20 @@ class RolloutCollector:
         self.piped = isinstance(envs, PipelinedVecEnv)
         self.reset_memory = reset_memory
         self.num_envs = envs.num_envs
-        obs, _ = envs.reset()
+        self.restart()
+
+    def restart(self) -> None:
+        """Starts a fresh episode in every env (``envs.reset()``, which continues each env's
+        seeded stream), with the memory at its initial state and the episode counters at
+        zero, as at construction; unfinished episodes are dropped (a task schedule's switch,
+        :meth:`metarim.algorithms.base.Learner.set_phase`)."""
+        n = self.num_envs
+        obs, _ = self.envs.reset()
         self.obs = {k: np.asarray(v) for k, v in obs.items()}
-        self.start = np.ones(self.num_envs, dtype=bool)
-        self.memory = policy.initial_state(self.num_envs)
-        self.ep_return = np.zeros(self.num_envs)
-        self.ep_length = np.zeros(self.num_envs, dtype=np.int64)
+        self.start = np.ones(n, dtype=bool)
+        self.memory = self.policy.initial_state(n)
+        self.ep_return = np.zeros(n)
+        self.ep_length = np.zeros(n, dtype=np.int64)
 
     @torch.no_grad()
     def collect(self) -> Rollout:
