@@ -57,7 +57,8 @@ import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from gotolocal_meta import QUICK, training_seconds  # noqa: E402  (quick sizes, time from metrics.csv)
+import gotolocal_meta  # noqa: E402  (the quick sizes of its learners)
+from gotolocal_meta import training_seconds  # noqa: E402  (time from metrics.csv)
 
 SWEEP = HERE / "sweeps" / "adaptation.json"
 SPEC: dict[str, Any] = json.loads(SWEEP.read_text())
@@ -133,15 +134,7 @@ def command(args: argparse.Namespace, setting: str) -> str:
 
 def learner_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """``args.learners``' overrides from the sweep file, with the ``--quick`` sizes."""
-    out = {}
-    for name in args.learners:
-        over = dict(LEARNERS[name])
-        if args.quick:
-            over.update(QUICK)
-            if name == "reptile":
-                over["inner_steps"] = 2
-        out[name] = over
-    return out
+    return gotolocal_meta.learner_overrides(args.learners, args.quick, LEARNERS)
 
 
 def four_phase(args: argparse.Namespace) -> dict[str, Any]:

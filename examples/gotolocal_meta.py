@@ -39,6 +39,8 @@ import sys
 import time
 from typing import Any
 
+from metarim.sweep.report import training_seconds  # noqa: F401  (re-exported to the other examples)
+
 SWEEP = pathlib.Path(__file__).resolve().parent / "sweeps" / "gotolocal.json"
 SPEC: dict[str, Any] = json.loads(SWEEP.read_text())
 LEARNERS: dict[str, dict[str, Any]] = SPEC["learners"]  # name: TrainConfig overrides, notes in the file
@@ -72,34 +74,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def sweep_spec(args: argparse.Namespace) -> dict[str, Any]:
-    """The sweep file narrowed to ``args``: its learners (with the ``--quick`` sizes), the
-    training level, budget, seeds and env backend of this invocation."""
+def learner_overrides(names: list[str], quick: bool, table: dict[str, dict[str, Any]] | None = None
+                      ) -> dict[str, dict[str, Any]]:
+    """``names``' overrides from ``table`` (default: this sweep file's learners), with the
+    ``--quick`` sizes when ``quick`` (also used by transfer_meta.py and adaptation_meta.py)."""
     learners = {}
-    for name in args.learners:
-        over = dict(LEARNERS[name])
-        if args.quick:
+    for name in names:
+        over = dict((LEARNERS if table is None else table)[name])
+        if quick:
             over.update(QUICK)
             if name == "reptile":
                 over["inner_steps"] = 2
         learners[name] = over
+    return learners
+
+
+def sweep_spec(args: argparse.Namespace) -> dict[str, Any]:
+    """The sweep file narrowed to ``args``: its learners (with the ``--quick`` sizes), the
+    training level, budget, seeds and env backend of this invocation."""
+    learners = learner_overrides(args.learners, args.quick)
     return {"base": {**SPEC["base"], "frames": args.frames, "env_backend": args.env_backend},
             "levels": [args.train_level], "seeds": list(args.seeds), "learners": learners}
-
-
-def training_seconds(rows: list[dict[str, str]]) -> float:
-    """Seconds spent in updates, from ``metrics.csv`` rows: ``collect_s + update_s`` where
-    the learner logs them (PPO, Meta-RIM), else the row's new frames over its ``fps``
-    (MAML, Reptile log only the rate)."""
-    total, before = 0.0, 0.0
-    for r in rows:
-        frames = float(r["frames"])
-        if r.get("collect_s"):
-            total += float(r["collect_s"]) + float(r["update_s"])
-        else:
-            total += (frames - before) / float(r["fps"])
-        before = frames
-    return total
 
 
 def measure(name: str, seed: int, args: argparse.Namespace, folder: pathlib.Path) -> dict[str, Any]:

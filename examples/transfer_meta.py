@@ -40,14 +40,17 @@ import sys
 import time
 from typing import Any
 
+from metarim.sweep.report import training_seconds as report_seconds
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from gotolocal_meta import learner_overrides  # noqa: E402  (the same overrides and quick sizes)
+
 SWEEP = pathlib.Path(__file__).resolve().parent / "sweeps" / "gotolocal.json"
 SPEC: dict[str, Any] = json.loads(SWEEP.read_text())
 LEARNERS: dict[str, dict[str, Any]] = SPEC["learners"]  # name: TrainConfig overrides, notes in the file
 DEFAULT_LEARNERS = ["metarim", "rim", "lstm", "maml", "reptile"]
 QUICK_LEARNERS = ["metarim", "lstm"]
 QUICK_FAMILIES = ["gotolocal", "multiroom"]  # short target episodes (64 and 120 steps): the quick mode's budget
-QUICK: dict[str, Any] = {"num_envs": 8, "num_steps": 32, "chunk_length": 16, "batch_size": 64, "meta_batch": 2,
-                         "hidden_size": 64}
 ADAPT_STEPS = (0, 1, 2, 5)
 MEASURE_KEYS = ("episodes", "eval_backend", "eval_envs")  # a saved measurement with other values is redone
 DEFAULT_FRAMES = 300_000
@@ -99,14 +102,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def sweep_spec(args: argparse.Namespace, family: str) -> dict[str, Any]:
     """The sweep of one family: the learners (with the ``--quick`` sizes) on its source."""
-    learners = {}
-    for name in args.learners:
-        over = dict(LEARNERS[name])
-        if args.quick:
-            over.update(QUICK)
-            if name == "reptile":
-                over["inner_steps"] = 2
-        learners[name] = over
+    learners = learner_overrides(args.learners, args.quick)
     return {"base": {**SPEC["base"], "frames": args.frames, "env_backend": args.env_backend},
             "levels": [_families()[family].source], "seeds": list(args.seeds), "learners": learners}
 
@@ -117,16 +113,7 @@ def training_seconds(folder: pathlib.Path) -> float:
     import csv
 
     with open(folder / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
-    total, before = 0.0, 0.0
-    for r in rows:
-        frames = float(r["frames"])
-        if r.get("collect_s"):
-            total += float(r["collect_s"]) + float(r["update_s"])
-        else:
-            total += (frames - before) / float(r["fps"])
-        before = frames
-    return total
+        return report_seconds(list(csv.DictReader(f))) or 0.0
 
 
 def measure(name: str, seed: int, family: str, args: argparse.Namespace, folder: pathlib.Path) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from metarim.reporting.report import (
     summary_markdown,
 )
 
-__all__ = ["REFERENCE_ALGO", "curve_metrics", "read_runs", "sweep_report"]
+__all__ = ["REFERENCE_ALGO", "curve_metrics", "read_runs", "sweep_report", "training_seconds"]
 
 REFERENCE_ALGO = "metarim"
 """The learner (``config["algo"]`` of a run) whose group is the default reference of
@@ -73,13 +73,13 @@ def curve_metrics(frames: Sequence[float], success: Sequence[float], returns: Se
             "final_success": tail(s), "final_return": tail(r)}
 
 
-def _seconds(rows: list[dict[str, str]]) -> float | None:
+def training_seconds(rows: list[dict[str, str]]) -> float | None:
     """Training wall seconds of ``metrics.csv`` rows: ``collect_s + update_s`` summed, or,
     for learners that log only ``fps`` (MAML, Reptile), each row's new frames over its
     ``fps``; ``None`` without either.
 
     Example:
-        >>> _seconds([{"frames": "100", "fps": "50"}, {"frames": "300", "fps": "100"}])
+        >>> training_seconds([{"frames": "100", "fps": "50"}, {"frames": "300", "fps": "100"}])
         4.0
     """
     if rows and "collect_s" in rows[0]:
@@ -109,7 +109,7 @@ def read_runs(folder: str | pathlib.Path, *, max_frames: float | None = None) ->
         if not rows:
             continue
         cols = {k: [float(r[k]) for r in rows] for k in ("frames", "success_rate", "return_mean", "episodes")}
-        seconds = _seconds(rows)
+        seconds = training_seconds(rows)
         config = json.loads((run / "config.json").read_text())["config"]
         extra = json.loads((run / "measurements.json").read_text()) if (run / "measurements.json").is_file() else {}
         group = groups.get(run.name, re.sub(r"-s\d+$", "", run.name))
