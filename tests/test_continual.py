@@ -15,6 +15,7 @@ from metarim.evaluation.continual import (
     forward_transfer,
     frames_to_reach,
     phase_rows,
+    window_sizes,
 )
 from metarim.tasks import Schedule
 
@@ -103,9 +104,37 @@ def test_window_longer_than_the_phase_and_missing_references():
     assert m["phases"][1]["auc"] == pytest.approx(0.1 * 100 / 200)
 
 
-def _write_run(folder, frames, success, schedule=None):
+def test_recovery_waits_for_a_window_of_min_episodes():
+    # episodes finished per update; the window restarts at each switch (rows 4 and 8)
+    episodes = np.array([10, 10, 10, 10, 0, 5, 10, 10, 30, 5, 5, 5])
+    assert window_sizes(episodes, phase_rows(F, SCHEDULE)).tolist() == [10, 20, 30, 40, 0, 5, 15, 25, 30, 35, 40, 45]
+    assert window_sizes(episodes, phase_rows(F, SCHEDULE), capacity=12).tolist()[:4] == [10, 12, 12, 12]
+    m = continual_metrics(F, S, SCHEDULE, episodes=episodes, min_episodes=20)
+    s1, s2 = m["switches"]
+    # phase 1: 0.85 at 800 has 25 episodes -> 400 frames, as without the rule
+    assert (s1["frames_to_threshold"], s1["frames_to_before"]) == (400.0, None)
+    # phase 2: 0.5 at 900 has 30 episodes -> counts; with 35 required it is 0.7 at 1000 (35 episodes)
+    assert (s2["frames_to_threshold"], s2["frames_to_before"]) == (300.0, 300.0)
+    m = continual_metrics(F, S, SCHEDULE, episodes=episodes, min_episodes=35)
+    assert m["min_episodes"] == 35 and m["switches"][1]["frames_to_before"] == 300.0
+    assert m["switches"][0]["frames_to_threshold"] is None  # 0.85 at 800 rests on 25 episodes
+    # a lucky first update: success 1.0 over the 2 episodes after the switch counts only without the rule
+    lucky = S.copy()
+    lucky[8] = 1.0
+    episodes[8:10] = [2, 25]  # window 2, then 27: row 9 (0.7) counts but is below 0.85, row 10 (0.9) is first
+    assert continual_metrics(F, lucky, SCHEDULE)["switches"][1]["frames_to_before"] == 100.0
+    assert continual_metrics(F, lucky, SCHEDULE, episodes=episodes)["switches"][1]["frames_to_before"] == 300.0
+    assert frames_to_reach(F, S, 400, 800, 0.8, valid=np.arange(12) != 7) is None
+
+
+def _write_run(folder, frames, success, schedule=None, episodes=None):
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"config": {"schedule": schedule}}))
+    if episodes is not None:
+        lines = ["updates,frames,return_mean,success_rate,episodes"] + [
+            f"{i + 1},{f!r},0.0,{s!r},{e}" for i, (f, s, e) in enumerate(zip(frames.tolist(), success.tolist(), episodes))]
+        (folder / "metrics.csv").write_text("\n".join(lines) + "\n")
+        return
     lines = ["updates,frames,return_mean,success_rate"] + [
         f"{i + 1},{f!r},0.0,{s!r}" for i, (f, s) in enumerate(zip(frames.tolist(), success.tolist()))]
     (folder / "metrics.csv").write_text("\n".join(lines) + "\n")
@@ -118,6 +147,12 @@ def test_report_from_run_folders(tmp_path):
     want = continual_metrics(F, S, SCHEDULE, scratch={1: SCRATCH_B, 0: SCRATCH_A}, window=250)
     assert rep == {"run": str(tmp_path / "run"), **want}
     json.dumps(rep, allow_nan=False)  # plain JSON: None, never NaN
+    episodes = [10, 10, 10, 10, 0, 5, 10, 10, 2, 20, 5, 5]
+    lucky = S.copy()
+    lucky[8] = 1.0  # 1.0 over the 2 episodes of the first update after the switch
+    _write_run(tmp_path / "counted", F, lucky, SCHEDULE.to_dict(), episodes)
+    rep = continual_report(tmp_path / "counted", min_episodes=20)
+    assert rep["min_episodes"] == 20 and rep["switches"][1]["frames_to_before"] == 300.0  # not 100
     _write_run(tmp_path / "plain", F, S)
     with pytest.raises(ValueError, match="trained without a schedule"):
         continual_report(tmp_path / "plain")

@@ -36,7 +36,10 @@ start of its first update: its scheduled start rounded up to a whole update) to
 * ``frames_to_threshold``: :math:`f_i - S_k` for the first row :math:`i` of phase
   :math:`k` with :math:`s_i \ge` ``threshold`` (0.8); ``frames_to_before``: the same with
   :math:`s_i \ge` ``success_before`` (back to the pre-switch level); ``None``: not
-  reached in the phase.
+  reached in the phase. Only rows whose window holds at least ``min_episodes`` (20)
+  episodes of the phase count (when the curve has the ``episodes`` column): right after
+  a switch the window holds the first one or two finished episodes, and their mean can
+  be 1.0 by chance.
 
 **Forgetting** when a phase comes back (``"forgetting"``): for a phase :math:`k` whose
 task distribution equals that of an earlier phase :math:`j` (the latest such),
@@ -87,10 +90,12 @@ __all__ = [
     "area_under",
     "continual_metrics",
     "continual_report",
+    "episode_counts",
     "forward_transfer",
     "frames_to_reach",
     "phase_rows",
     "success_curve",
+    "window_sizes",
 ]
 
 Curve = tuple[np.ndarray, np.ndarray]
@@ -113,6 +118,16 @@ def success_curve(run: str | os.PathLike[str]) -> Curve:
     return (np.array([float(r["frames"]) for r in rows]), np.array([float(r["success_rate"]) for r in rows]))
 
 
+def episode_counts(run: str | os.PathLike[str]) -> np.ndarray | None:
+    """The ``episodes`` column of a run's ``metrics.csv`` (episodes finished in each
+    update), or ``None`` if it has none."""
+    with open(pathlib.Path(run) / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or "episodes" not in rows[0]:
+        return None
+    return np.array([float(r["episodes"]) for r in rows])
+
+
 def _clean(success: np.ndarray) -> np.ndarray:
     return np.nan_to_num(np.asarray(success, dtype=float), nan=0.0)
 
@@ -128,12 +143,31 @@ def area_under(frames: np.ndarray, success: np.ndarray, start: float, end: float
     return float((_clean(success) * overlap).sum() / (end - start))
 
 
-def frames_to_reach(frames: np.ndarray, success: np.ndarray, start: float, end: float, level: float) -> float | None:
+def frames_to_reach(frames: np.ndarray, success: np.ndarray, start: float, end: float, level: float,
+                    valid: np.ndarray | None = None) -> float | None:
     """Frames after ``start`` at the end of the first update in ``(start, end]`` whose
-    success is at least ``level`` (NaN counts as 0); ``None`` if none is."""
+    success is at least ``level`` (NaN counts as 0), among the rows where ``valid`` is
+    true (default: all); ``None`` if none is."""
     f, s = np.asarray(frames, dtype=float), _clean(success)
-    hit = np.flatnonzero((f > start) & (f <= end) & (s >= level))
+    ok = np.ones(f.shape, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+    hit = np.flatnonzero((f > start) & (f <= end) & (s >= level) & ok)
     return float(f[hit[0]] - start) if hit.size else None
+
+
+def window_sizes(episodes: np.ndarray, phases: np.ndarray, capacity: int = 100) -> np.ndarray:
+    """Episodes in the success window after each row: the episodes finished since the
+    row's phase began (the window is emptied at a switch), at most ``capacity``.
+
+    Example:
+        >>> window_sizes(np.array([3, 5, 2, 4]), np.array([0, 0, 1, 1]), capacity=6)
+        array([3, 6, 2, 6])
+    """
+    e = np.asarray(episodes, dtype=float)
+    out = np.zeros(e.shape, dtype=np.int64)
+    for k in np.unique(phases):
+        idx = np.flatnonzero(phases == k)
+        out[idx] = np.minimum(np.cumsum(e[idx]), capacity)
+    return out
 
 
 def phase_rows(frames: np.ndarray, schedule: Schedule) -> np.ndarray:
@@ -156,6 +190,7 @@ def forward_transfer(auc: float, auc_scratch: float) -> float | None:
 def continual_metrics(
     frames: np.ndarray, success: np.ndarray, schedule: Schedule, *,
     scratch: Mapping[int | str, Curve] | None = None, window: int = 10_000, threshold: float = 0.8,
+    episodes: np.ndarray | None = None, min_episodes: int = 20,
 ) -> dict[str, Any]:
     """Per-phase, per-switch and forgetting metrics of one success curve (module docstring).
 
@@ -168,6 +203,10 @@ def continual_metrics(
             ``forward_transfer=None``.
         window: :math:`W`, frames after a switch for ``success_after`` and forgetting.
         threshold: the success level of ``frames_to_threshold``.
+        episodes: the episodes finished in each row's update (``metrics.csv``'s
+            ``episodes``); with it, the recovery frames count only rows whose window
+            holds at least ``min_episodes`` of the phase's episodes.
+        min_episodes: see ``episodes``.
 
     Returns:
         ``{"phases": [...], "switches": [...], "forgetting": [...], "window", "threshold"}``;
@@ -179,6 +218,7 @@ def continual_metrics(
     f = np.asarray(frames, dtype=float)
     s = np.asarray(success, dtype=float)
     which = phase_rows(f, schedule)
+    valid = None if episodes is None else window_sizes(episodes, which) >= min_episodes
     scratch = scratch or {}
     spans: dict[int, tuple[float, float, int]] = {}  # phase -> (S_k, E_k, last row)
     for k in range(len(schedule.phases)):
@@ -207,8 +247,8 @@ def continual_metrics(
             before = float(_clean(s[spans[k - 1][2]]))
             switches.append({
                 "to": k, "name": p.name, "frames": lo, "success_before": before, "success_after": after[k],
-                "frames_to_threshold": frames_to_reach(f, s, lo, hi, threshold),
-                "frames_to_before": frames_to_reach(f, s, lo, hi, before),
+                "frames_to_threshold": frames_to_reach(f, s, lo, hi, threshold, valid),
+                "frames_to_before": frames_to_reach(f, s, lo, hi, before, valid),
             })
         earlier = [j for j in spans if j < k and schedule.same_tasks(j, k)]
         if earlier:
@@ -217,12 +257,12 @@ def continual_metrics(
             forgetting.append({"phase": j, "returns_in": k, "name": p.name, "success_end": end_j,
                                "success_return": after[k], "forgetting": end_j - after[k]})
     return {"phases": phases, "switches": switches, "forgetting": forgetting, "window": window,
-            "threshold": threshold}
+            "threshold": threshold, "min_episodes": None if episodes is None else min_episodes}
 
 
 def continual_report(
     run: str | os.PathLike[str], *, scratch: Mapping[int | str, Reference] | None = None,
-    window: int = 10_000, threshold: float = 0.8,
+    window: int = 10_000, threshold: float = 0.8, min_episodes: int = 20,
 ) -> dict[str, Any]:
     """:func:`continual_metrics` of a run folder trained under a schedule.
 
@@ -232,6 +272,7 @@ def continual_report(
             success)`` curves), by phase index or phase name.
         window: as :func:`continual_metrics`.
         threshold: as :func:`continual_metrics`.
+        min_episodes: as :func:`continual_metrics` (the run's ``episodes`` column).
 
     Raises:
         ValueError: the run was not trained under a schedule, or a folder is not a run.
@@ -242,5 +283,6 @@ def continual_report(
     refs = {k: (v if isinstance(v, tuple) else success_curve(v)) for k, v in (scratch or {}).items()}
     frames, success = success_curve(run)
     out = continual_metrics(frames, success, Schedule.from_dict(config["schedule"]), scratch=refs,
-                            window=window, threshold=threshold)
+                            window=window, threshold=threshold, episodes=episode_counts(run),
+                            min_episodes=min_episodes)
     return {"run": str(run), **out}
