@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         "metarim (1st order, default, whole chunks)": {**default, "first_order": True, "meta_window": 0},
         # twice the columns per minibatch: 8 chains per update instead of 16
         "metarim (2nd order, 8 columns)": {**default, "batch_size": 8 * T},
+        "metarim (1st order, 8 columns)": {**default, "batch_size": 8 * T, "first_order": True},
         # issue 19's variants: top-k module selection, the reversed roles (attentions fast)
         "metarim (2nd order, default, topk)": {**default, "selection": "topk"},
         "metarim (2nd order, default, reversed roles)": {**default, "fast_params": "attention"},

@@ -12,10 +12,11 @@ changes of the defaults do not touch this test. Two learners run by default, all
 under ``slow``; ``python benchmarks/behaviour.py --check tests/data/f898eb9/behaviour.json``
 compares fresh runs with the current defaults.
 
-PPO, A2C and Meta-RIM resume exactly (resumed = uninterrupted). MAML and Reptile do not:
-their per-task envs are rebuilt on load, so their episodes after a resume differ from an
-uninterrupted run's (``state_dict`` says so); for them the test pins f898eb9's resumed
-numbers.
+PPO, A2C and Meta-RIM resume exactly (resumed = uninterrupted). MAML and Reptile
+checkpoints of f898eb9 hold no per-task envs, so on resume their envs start afresh and the
+episodes after it differ from an uninterrupted run's; for them the test pins f898eb9's
+resumed numbers. (Checkpoints written since the task collectors were checkpointed resume
+exactly: tests/test_cli.py::test_task_learners_resume_exactly.)
 """
 
 from __future__ import annotations

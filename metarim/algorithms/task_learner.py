@@ -73,13 +73,28 @@ class TaskCollectors:
         for col in self.collectors.values():
             col.envs.close()
 
+    def state_dict(self) -> list[dict[str, Any]]:
+        """Each task met so far, in the order its envs were built (which fixes their
+        seeds), with its collector's state (envs, observations, memory, counters)."""
+        return [{"task": task.to_dict(), "collector": col.state_dict()} for task, col in self.collectors.items()]
+
+    def load_state_dict(self, state: list[dict[str, Any]]) -> None:
+        """Inverse of :meth:`state_dict`: rebuilds the saved tasks' collectors in their
+        order and restores each one, so their episodes continue where they stopped."""
+        self.close()
+        self.collectors = {}
+        for entry in state:
+            self.get(Task.from_dict(entry["task"])).load_state_dict(entry["collector"])
+
 
 class TaskLearner(Learner):
     """A learner over a task split: seeded torch, :attr:`train_tasks` and
     :attr:`held_out_tasks` (:func:`~metarim.algorithms.common.make_task_samplers`), the
     policy, one collector per task (:attr:`collectors`) and the episode window
-    (:attr:`recent`). The training sampler's RNG and the window are checkpointed (under
-    ``"sampler"`` and ``"recent"``); the envs restart on load.
+    (:attr:`recent`). The training sampler's RNG, the window and every task's collector
+    (envs included) are checkpointed (under ``"sampler"``, ``"recent"`` and
+    ``"collectors"``), so a resumed run equals an uninterrupted one. Checkpoints written
+    before ``"collectors"`` existed resume with fresh envs, as they were written.
 
     Args:
         config: the run configuration.
@@ -93,7 +108,7 @@ class TaskLearner(Learner):
         self.policy = build_policy(self.config, n, self.vocab)
         self.collectors = TaskCollectors(self.config, self.policy, self.vocab)
         self.recent = EpisodeWindow(trials=self.config.hidden_task)
-        self.stateful = {"sampler": self.train_tasks, "recent": self.recent}
+        self.stateful = {"sampler": self.train_tasks, "recent": self.recent, "collectors": self.collectors}
 
     def env_collectors(self) -> list[RolloutCollector]:
         """The collectors of the tasks met so far (a schedule switches them)."""
@@ -105,7 +120,11 @@ class TaskLearner(Learner):
         super().set_phase(phase)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """:meth:`Learner.load_state_dict`; the envs, rebuilt on use, start in the saved phase."""
+        """:meth:`Learner.load_state_dict`; the envs are rebuilt in the saved phase and
+        restored (an older checkpoint without ``"collectors"``: rebuilt on use, fresh)."""
+        if "collectors" not in state:
+            state = {**state, "collectors": []}
+        self.collectors.phase = int(state.get("schedule_phase", 0))
         super().load_state_dict(state)
         self.collectors.phase = self.phase
 
