@@ -3,7 +3,7 @@
 Three learners of ``examples/sweeps/gotolocal.json`` (``metarim``, ``rim``, ``lstm``),
 one seed each, train on the batched tensor env (``env_backend: tensor``) for
 :data:`FRAMES` frames, two runs at a time (``metarim sweep``'s local runner), with the
-settings of :data:`KIT` (and ``meta_window`` 4 for Meta-RIM, :data:`EXTRA`). A progress
+settings of :data:`KIT` (and, :data:`EXTRA`, ``meta_window`` 4 for Meta-RIM, ``k`` 3 for the RIMs). A progress
 bar per run shows frames and training success. Each trained policy is then measured on
 minigrid with :data:`EPISODES` episodes per measurement, and the script prints the
 table and where to find ``curves.png``, ``modules.png`` and ``metarim.gif`` (five
@@ -59,8 +59,9 @@ KIT: dict[str, Any] = {"lr": 0.001, "entropy_coef": 0.01, "init": "kit", "combin
 """Overrides on every learner: the starter kit's settings (docs/rl.md, "Sample efficiency
 against the starter kit"), passed explicitly so the demo trains the same runs whatever
 ``TrainConfig``'s defaults are."""
-EXTRA: dict[str, dict[str, Any]] = {"metarim": {"meta_window": 4}}
-"""Further overrides per learner, on top of :data:`KIT`."""
+EXTRA: dict[str, dict[str, Any]] = {"metarim": {"meta_window": 4, "k": 3}, "rim": {"k": 3}}
+"""Further overrides per learner, on top of :data:`KIT`: Meta-RIM's 4-step windows
+(issue 19) and 3 of 4 RIM modules active (issue 18), today's defaults."""
 GIF_EPISODES = 5
 SWITCH_LEVELS = ("BabyAI-GoToLocalS6N2-v0", "BabyAI-GoToLocalS8N7-v0")
 """The task-switch segment's two phases: the demo's level, then a larger room with seven
