@@ -110,8 +110,11 @@ class TrainConfig:
     mode; the first update of a run compiles, ~20-30 s per graph with a cold cache).
     Same function up to float rounding; the RIM core runs ~2x faster forward+backward.
     ``ppo``/``a2c``: collection and update (the RIM core; the LSTM core, already fused
-    kernels and slower compiled, stays eager); ``metarim``: its collection pass (the
-    meta-gradient goes through a differentiable clone, which stays eager). Not for
+    kernels and slower compiled, stays eager); ``metarim``: its collection pass and its
+    meta-gradient, computed as one compiled ``torch.func`` function instead of autograd
+    through a differentiable clone (:mod:`metarim.algorithms.meta_chain`; not with
+    ``learnable_lr``, which keeps the autograd chain; a cold compile takes ~5 minutes,
+    inductor's on-disk cache makes a later run's ~10 s). Not for
     ``maml``/``reptile``, whose clones are the acting policies
     (``Learner.supports_compile``)."""
     frames: int = 100_000

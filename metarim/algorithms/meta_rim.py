@@ -87,6 +87,7 @@ from metarim.algorithms.common import (
     make_task_samplers,
     parameter_values,
 )
+from metarim.algorithms.meta_chain import FunctionalChain, unsupported_reason
 from metarim.algorithms.objectives import rollout_loss, select_columns, sequence_targets
 from metarim.config import TrainConfig
 from metarim.meta.backends import quiet_nonleaf_grad
@@ -179,6 +180,13 @@ class MetaRIM(Learner):
             p.requires_grad_(name in fast)
         if config.compile:
             self.actor.memory.compile(dynamic=False)
+        self.chain: FunctionalChain | None = None
+        """With ``compile`` (and no ``learnable_lr``): the meta-gradient as one compiled
+        ``torch.func`` function (:mod:`metarim.algorithms.meta_chain`) instead of autograd
+        through a differentiable clone; the same numbers up to float rounding."""
+        if config.compile and unsupported_reason(config, self.meta.partition) is None:
+            self.chain = FunctionalChain(self.policy, config, self.meta.partition, config.selection,
+                                         self.meta.k, compile=True)
         self.collector = make_collector(self.envs, self.actor, config.chunk_length,
                                         reset_memory=config.reset_memory)
         self.recent = EpisodeWindow(trials=config.hidden_task)
@@ -214,10 +222,15 @@ class MetaRIM(Learner):
         for _ in range(c.epochs):
             for cols in torch.randperm(c.num_envs).split(self.columns):
                 part = [select_columns(r, cols) for r in chunks]
-                loss, inn, act, parts = self._meta_loss(part, [(a[:, cols], r[:, cols]) for a, r in targets])
+                tgt = [(a[:, cols], r[:, cols]) for a, r in targets]
+                if self.chain is None:
+                    loss, inn, act, parts = self._meta_loss(part, tgt)
+                    norm = self.optimizer_step(loss, self.optimizer)
+                else:
+                    loss, inn, act, parts = self._chain_step(part, tgt)
+                    norm = self.clip_and_step(self.optimizer)
                 for k in diag:
                     diag[k].append(float(parts[k]))
-                norm = self.optimizer_step(loss, self.optimizer)
                 inner += inn
                 active += act
                 outer.append(loss.item())
@@ -277,6 +290,19 @@ class MetaRIM(Learner):
                 learner.adapt(loss, active=act, retain_graph=True)
         return (torch.stack(outer).mean(), inner, active,
                 {k: torch.stack([p[k] for p in parts]).mean() for k in parts[0]})
+
+    def _chain_step(
+        self, chunks: list[Rollout], targets: list[tuple[torch.Tensor, torch.Tensor]]
+    ) -> tuple[torch.Tensor, list[float], list[float], dict[str, torch.Tensor]]:
+        """:meth:`_meta_loss` and its backward by :attr:`chain`: the gradient is left in
+        the parameters' ``.grad`` (zeroed first); returns the same four things."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, aux = self.chain.backward(chunks, targets)
+        bad = ~torch.isfinite(aux["chunks"])
+        if bad.any():
+            raise FloatingPointError(f"non-finite loss ({aux['chunks'][bad][0].item()}) at update {self.updates}")
+        parts = {k.removeprefix("part/"): v for k, v in aux.items() if k.startswith("part/")}
+        return loss, aux["inner"].tolist(), aux["active"].tolist(), parts
 
     @torch.no_grad()
     def _sync_actor(self) -> None:
