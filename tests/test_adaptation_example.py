@@ -52,7 +52,7 @@ def test_sweep_file_holds_the_learners(mod):
     spec = load_sweep(mod.SWEEP)
     assert list(spec["learners"]) == SIX and set(SIX) <= set(spec["notes"])
     assert spec["learners"]["metarim"] == {"algo": "metarim", "memory": "rim", "num_steps": 64, "chunk_length": 32,
-                                           "inner_lr": 10.0, "meta_window": 4}
+                                           "inner_lr": 10.0, "meta_window": 4, "batch_size": 512}
     assert spec["seeds"] == [1, 2, 3, 4, 5]
     runs = expand_sweep(spec)
     assert {r.config["env_backend"] for r in runs} == {"tensor"}

@@ -106,10 +106,11 @@ def test_quick_module_activity_is_a_distribution(quick):
     _, out = quick
     run = json.loads((out / "runs" / "metarim-s0.json").read_text())
     act = run["activity"]
-    assert act["num_units"] == 4
+    k = json.loads((out / "runs" / "metarim-s0" / "config.json").read_text())["config"]["k"]
+    assert act["num_units"] == 4 and k == 3  # the default since issue 18
     for freq in {**act["by_color"], **act["by_object"]}.values():
         assert len(freq) == 4 and all(0 <= f <= 1 for f in freq)
-        assert sum(freq) == pytest.approx(2.0)  # k = 2 modules active at every step
+        assert sum(freq) == pytest.approx(k)  # k modules active at every step
     assert json.loads((out / "runs" / "lstm-s0.json").read_text())["activity"] is None
 
 
