@@ -389,8 +389,11 @@ def plot_trials(summary: dict[str, Any], order: list[str], args: argparse.Namesp
 
 
 def aggregate(setting: str, runs: list[dict[str, Any]], args: argparse.Namespace, out: pathlib.Path, *,
-              wall_s: float) -> dict[str, Any]:
-    """Writes ``summary.json``, ``summary.md`` and the figure of ``setting``; returns the JSON data."""
+              wall_s: float, diverged: dict[str, float] | None = None) -> dict[str, Any]:
+    """Writes ``summary.json``, ``summary.md`` and the figure of ``setting``; returns the JSON data.
+    ``diverged``: runs that stopped on a non-finite loss or gradient (name: frames reached),
+    listed and left out of ``runs``."""
+    diverged = diverged or {}
     from metarim.reporting.plotting import plot_curves
     from metarim.reporting.report import finite_or_none, summarize, summary_markdown
 
@@ -412,6 +415,9 @@ def aggregate(setting: str, runs: list[dict[str, Any]], args: argparse.Namespace
               f"{len(runs)} runs ({', '.join(order)}), seeds {seeds}; {what}; tensor env.\n"
               "Cells: mean over seeds [95 % bootstrap CI], p = Welch t-test against metarim; "
               "\"(m/n seeds)\": the others never got there.\n")
+    if diverged:
+        md.append("**Diverged** (stopped on a non-finite loss or gradient, left out of the cells): "
+                  + ", ".join(f"{n} at {f:,.0f} frames" for n, f in sorted(diverged.items())) + ".\n")
     md.append({"schedule": "Success is the training curve (last 100 episodes, emptied at each switch); AUC and "
                            "success after a switch are means of it over frames; FT = (AUC - AUC_scratch) / "
                            "(1 - AUC_scratch) against the same learner and seed trained on the phase's level alone (for the first level: the "
@@ -428,7 +434,7 @@ def aggregate(setting: str, runs: list[dict[str, Any]], args: argparse.Namespace
     data = {"setting": setting, "command": cmd, "args": {k: v for k, v in vars(args).items() if k != "argv"},
             "frames_per_run": frames_of(args, setting), "summary": summary, "tables": tables,
             "runs": [{k: v for k, v in r.items() if k != "curve"} for r in runs],
-            "train_seconds_summed": train_s, "wall_seconds": wall_s}
+            "train_seconds_summed": train_s, "wall_seconds": wall_s, "diverged": diverged}
     if setting == "schedule":
         data["schedule"] = four_phase(args)
         plot_schedule(runs, order, args, out / "curves.png")
@@ -456,14 +462,26 @@ def run_setting(setting: str, args: argparse.Namespace) -> int:
         return 2
     results = run_sweep(todo, out, backend=args.backend, max_parallel=args.jobs)
     failed = {n: r["error"] for n, r in results.items() if r["status"] not in ("done", "skipped")}
+    learners = {f"{name}-s{seed}" for seed in args.seeds for name in args.learners}
+    # a learner run that stopped on a non-finite loss or gradient is a result (it diverged):
+    # reported with the frames it reached and left out of the cells; any other failure is not
+    diverged = {n: _frames_reached(out / "runs" / n) for n, e in failed.items() if n in learners and "non-finite" in e}
     if failed:
         print(f"{setting}: runs not finished (rerun to retry): {failed}", file=sys.stderr)
-        return 1
+        if len(diverged) < len(failed):
+            return 1
     measure = {"schedule": measure_schedule, "periodic": measure_periodic, "trials": measure_trials}[setting]
-    runs = [measure(name, seed, args, out / "runs") for seed in args.seeds for name in args.learners]
-    aggregate(setting, runs, args, out, wall_s=time.perf_counter() - t0)
+    runs = [measure(name, seed, args, out / "runs") for seed in args.seeds for name in args.learners
+            if f"{name}-s{seed}" not in diverged]
+    aggregate(setting, runs, args, out, wall_s=time.perf_counter() - t0, diverged=diverged)
     print((out / "summary.md").read_text())
-    return 0
+    return 1 if diverged else 0
+
+
+def _frames_reached(folder: pathlib.Path) -> float:
+    """The frames of the last ``metrics.csv`` row of a run folder (0 without one)."""
+    rows = _rows(folder) if (folder / "metrics.csv").is_file() else []
+    return float(rows[-1]["frames"]) if rows else 0.0
 
 
 def main(argv: list[str] | None = None) -> int:
