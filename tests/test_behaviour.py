@@ -70,3 +70,7 @@ def test_compare_names_every_difference():
     assert behaviour.compare(want, {"a": {"metrics": "1", "ckpt/policy": "2"}}) == []
     assert behaviour.compare(want, {"a": {"metrics": "1", "ckpt/policy": "3"}}) == ["a:ckpt/policy"]
     assert behaviour.compare(want, {"a": {"metrics": "1", "ckpt/policy": "2", "ckpt/x": "4"}}) == ["a:ckpt/x"]
+    # state added since f898eb9 (MAML's and Reptile's task envs) is named apart, not a difference
+    got = {"a": {"metrics": "1", "ckpt/policy": "2", "ckpt/collectors": "5"}}
+    assert behaviour.compare(want, got) == [] and behaviour.added(want, got) == ["a:ckpt/collectors"]
+    assert behaviour.compare({"a": {**want["a"], "ckpt/collectors": "6"}}, got) == ["a:ckpt/collectors"]
