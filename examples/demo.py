@@ -308,9 +308,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {out / f}")
     print()
     if main_runs:
+        from metarim.config import TrainConfig
+
+        rim = {k: EXTRA["rim"].get(k, getattr(TrainConfig(), k)) for k in ("num_units", "k")}
         print(f"curves.png: training success (mean of the last 100 episodes) against frames, a line per learner; "
               f"'frames to 0.8' in the table is where a line first crosses the dotted 0.8.\n"
-              f"modules.png: per RIM learner, the fraction of steps each of its 4 modules is active (2 per step) by "
+              f"modules.png: per RIM learner, the fraction of steps each of its {rim['num_units']} modules is active "
+              f"({rim['k']} per step) by "
               f"mission object, colour and episode step; {gif.name}: the trained Meta-RIM agent, held-out episodes.")
     if switch_runs:
         print("switch.png: training success across the switch (vertical line) to the larger, more cluttered room; "
