@@ -62,8 +62,7 @@ def test_functional_meta_gradient_equals_the_autograd_chain(kw):
     with quiet_nonleaf_grad():
         loss, inner, active, parts = learner._meta_loss(chunks, targets)
         want = torch.autograd.grad(loss, params, allow_unused=True)
-    chain = FunctionalChain(learner.policy, learner.config, learner.meta.partition, learner.config.selection,
-                            learner.meta.k)
+    chain = FunctionalChain(learner.meta, learner.config)
     for p in params:
         p.grad = None
     got_loss, aux = chain.backward(chunks, targets)
@@ -77,8 +76,7 @@ def test_functional_meta_gradient_equals_the_autograd_chain(kw):
         torch.testing.assert_close(p.grad, w, rtol=0, atol=1e-12, msg=name)
     # the second-order terms are in it: the first-order gradient is another one
     if not learner.config.first_order and learner.config.inner_lr > 0.05:
-        fo = FunctionalChain(learner.policy, dataclasses.replace(learner.config, first_order=True),
-                             learner.meta.partition, learner.config.selection, learner.meta.k)
+        fo = FunctionalChain(learner.meta, dataclasses.replace(learner.config, first_order=True))
         got = {n: p.grad.clone() for n, p in learner.policy.named_parameters()}
         for p in params:
             p.grad = None
@@ -93,7 +91,7 @@ def test_a_learner_step_through_the_function_equals_the_autograd_step():
     a = make_learner(TrainConfig.from_dict({**TINY, "epochs": 2}))
     ma = [a.step() for _ in range(2)]  # one learner at a time: they share torch's global RNG
     b = make_learner(TrainConfig.from_dict({**TINY, "epochs": 2}))
-    b.chain = FunctionalChain(b.policy, b.config, b.meta.partition, b.config.selection, b.meta.k)
+    b.chain = FunctionalChain(b.meta, b.config)
     mb = [b.step() for _ in range(2)]
     for x, y in zip(ma, mb):
         assert x.keys() == y.keys()
@@ -109,7 +107,7 @@ def test_unsupported_settings_are_named():
     learner = make_learner(TrainConfig.from_dict({**TINY, "learnable_lr": True}))
     assert "learnable_lr" in unsupported_reason(learner.config, learner.meta.partition)
     with pytest.raises(ValueError, match="does not support learnable_lr"):
-        FunctionalChain(learner.policy, learner.config, learner.meta.partition, "any", None)
+        FunctionalChain(learner.meta, learner.config)
     assert learner.chain is None  # compile=False: the autograd chain
     learner.close()
 

@@ -32,8 +32,16 @@ import torch
 from torch import Tensor
 from torch.func import functional_call, grad_and_value
 
-from metarim.algorithms.objectives import join_windows, policy_terms, split_windows
+from metarim.algorithms.objectives import (
+    join_windows,
+    normalized_advantages,
+    policy_terms,
+    split_windows,
+    window_memory,
+)
 from metarim.config import TrainConfig
+from metarim.meta.functional import masked_update
+from metarim.meta.maml import MaskedMAML
 from metarim.meta.partition import ParamPartition, reduce_activity
 from metarim.rl.losses import ppo_loss
 from metarim.rl.rollout import Rollout
@@ -64,12 +72,11 @@ class FunctionalChain:
     as a ``torch.func`` function (compiled when ``compile`` is true).
 
     Args:
-        policy: the meta-parameters' :class:`~metarim.rl.policy.ActorCritic`.
+        meta: the learner's :class:`~metarim.meta.maml.MaskedMAML`: its ``module`` (the
+            meta-parameters' :class:`~metarim.rl.policy.ActorCritic`), ``partition`` (fast
+            ones inside the memory), ``reduction`` and ``k`` (the masked steps' activity).
         config: ``inner_lr``, ``first_order``, ``meta_window``, ``outer_chunks``,
             ``reset_memory``, ``norm_adv`` and the PPO coefficients.
-        partition: fast and slow parameter names (fast ones inside the memory).
-        reduction: the activity reduction of the masked steps (``selection``).
-        k: modules kept by ``reduction="topk"``.
         compile: ``torch.compile`` the function (``dynamic=False``: one graph per
             minibatch shape; inductor's on-disk caches make a later run's compile
             seconds instead of minutes).
@@ -78,15 +85,12 @@ class FunctionalChain:
         ValueError: :func:`unsupported_reason` gives a reason.
     """
 
-    def __init__(self, policy: torch.nn.Module, config: TrainConfig, partition: ParamPartition,
-                 reduction: str, k: int | None, *, compile: bool = False) -> None:
-        reason = unsupported_reason(config, partition)
+    def __init__(self, meta: MaskedMAML, config: TrainConfig, *, compile: bool = False) -> None:
+        reason = unsupported_reason(config, meta.partition)
         if reason is not None:
             raise ValueError(f"the functional meta-gradient does not support {reason}")
-        self.policy, self.config, self.partition = policy, config, partition
-        self.reduction, self.k = reduction, k
-        self.names = [n for n, _ in policy.named_parameters()]
-        self.inner = [n for n in self.names if n.startswith(INNER)]
+        self.meta, self.policy, self.config, self.partition = meta, meta.module, config, meta.partition
+        self.inner = [n for n, _ in self.policy.named_parameters() if n.startswith(INNER)]
         self.fn: Callable[..., Any] = grad_and_value(self._outer, argnums=(0, 1, 2), has_aux=True)
         if compile:
             self.fn = torch.compile(self.fn, dynamic=False)
@@ -100,8 +104,7 @@ class FunctionalChain:
         steps = x.shape[0]
         w = c.meta_window if c.meta_window and c.meta_window < steps else steps
         if w < steps:
-            xw, starts = split_windows(x, w), split_windows(d["starts"], w)
-            mem0 = tuple(m[::w].reshape(-1, *m.shape[2:]) for m in d["memory"])
+            xw, starts, mem0 = split_windows(x, w), split_windows(d["starts"], w), window_memory(d["memory"], w)
         else:
             xw, starts, mem0 = x, d["starts"], tuple(m[0] for m in d["memory"])
         out, _, masks = functional_call(policy.memory, _sub(params, "memory."), (xw, mem0, starts))
@@ -132,10 +135,9 @@ class FunctionalChain:
                 grads, (loss, (masks, part)) = grad_and_value(loss_i, has_aux=True)(fast)
                 if c.first_order:
                     grads = {n: g.detach() for n, g in grads.items()}
-                act = reduce_activity(masks, self.reduction, k=self.k)
+                act = reduce_activity(masks, self.meta.reduction, k=self.meta.k)
                 block = self.partition.block_masks(act, dtype=xs[0].dtype, device=xs[0].device)
-                fast = {n: fast[n] - c.inner_lr * (grads[n] * block[n] if n in block else grads[n])
-                        for n in fast_names}
+                fast = masked_update(fast, grads, c.inner_lr, block)
                 inner.append(loss.detach())
                 active.append(act.mean().detach())
             else:
@@ -158,16 +160,12 @@ class FunctionalChain:
         c, policy = self.config, self.policy
         xs, terms, data = [], [], []
         for r, (adv, ret) in zip(chunks, targets):
-            steps, batch = r.actions.shape
-            z = policy.image_code(r.obs["image"].flatten(0, 1))
-            m = policy.mission_terms(policy.mission(r.obs["mission"].flatten(0, 1)))
-            xs.append(policy.combine_codes(z, m).view(steps, batch, -1))
-            terms.append(m.view(steps, batch, -1))
-            if c.norm_adv and adv.numel() > 1:
-                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            x, m = policy.codes({"image": r.obs["image"], "mission": r.obs["mission"]})
+            xs.append(x)
+            terms.append(m)
             starts = r.starts if c.reset_memory else torch.zeros_like(r.starts)
             data.append({"memory": r.memory, "starts": starts, "actions": r.actions, "logprobs": r.logprobs,
-                         "values": r.values, "adv": adv, "ret": ret})
+                         "values": r.values, "adv": normalized_advantages(adv, c), "ret": ret})
         return xs, terms, data
 
     def backward(self, chunks: list[Rollout], targets: list[tuple[Tensor, Tensor]]

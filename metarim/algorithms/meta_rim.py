@@ -185,8 +185,7 @@ class MetaRIM(Learner):
         ``torch.func`` function (:mod:`metarim.algorithms.meta_chain`) instead of autograd
         through a differentiable clone; the same numbers up to float rounding."""
         if config.compile and unsupported_reason(config, self.meta.partition) is None:
-            self.chain = FunctionalChain(self.policy, config, self.meta.partition, config.selection,
-                                         self.meta.k, compile=True)
+            self.chain = FunctionalChain(self.meta, config, compile=True)
         self.collector = make_collector(self.envs, self.actor, config.chunk_length,
                                         reset_memory=config.reset_memory)
         self.recent = EpisodeWindow(trials=config.hidden_task)

@@ -33,7 +33,8 @@ from metarim.config import TrainConfig
 from metarim.rl.losses import a2c_loss, gae, ppo_loss
 from metarim.rl.rollout import Rollout
 
-__all__ = ["policy_terms", "rollout_loss", "select_columns", "sequence_targets", "split_windows", "join_windows"]
+__all__ = ["join_windows", "normalized_advantages", "policy_terms", "rollout_loss", "select_columns",
+           "sequence_targets", "split_windows", "window_memory"]
 
 
 def policy_terms(logits: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
@@ -73,6 +74,20 @@ def split_windows(x: Tensor, length: int) -> Tensor:
     steps, batch = x.shape[:2]
     y = x.reshape(steps // length, length, batch, *x.shape[2:]).transpose(0, 1)
     return y.reshape(length, steps // length * batch, *x.shape[2:])
+
+
+def window_memory(memory: tuple[Tensor, ...], length: int) -> tuple[Tensor, ...]:
+    """The stored memories ``(T, B, ...)`` at the window starts ``0, length, 2 length, ...``,
+    in :func:`split_windows`' column order: ``(T // length * B, ...)`` each."""
+    return tuple(m[::length].reshape(-1, *m.shape[2:]) for m in memory)
+
+
+def normalized_advantages(adv: Tensor, config: TrainConfig) -> Tensor:
+    """``adv`` normalised to mean 0 and standard deviation 1 when ``config.norm_adv`` (and
+    it has more than one entry), as the rollout losses use it."""
+    if config.norm_adv and adv.numel() > 1:
+        return (adv - adv.mean()) / (adv.std() + 1e-8)
+    return adv
 
 
 def join_windows(x: Tensor, steps: int) -> Tensor:
@@ -140,12 +155,11 @@ def rollout_loss(
                        gamma=config.gamma, lam=config.gae_lambda)
     else:
         adv, ret = targets
-    if config.norm_adv and adv.numel() > 1:
-        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    adv = normalized_advantages(adv, config)
     obs = {"image": rollout.obs["image"], "mission": rollout.obs["mission"]}
     if window and window < steps:  # truncated: T/w windows per column, one batched call
         obs = {k: split_windows(v, window) for k, v in obs.items()}
-        mem0 = tuple(m[::window].reshape(-1, *m.shape[2:]) for m in rollout.memory)
+        mem0 = window_memory(rollout.memory, window)
         starts = split_windows(rollout.starts, window) if reset_memory else None
         logits, values, _, masks = policy(obs, mem0, starts)
         logits, values = join_windows(logits, steps), join_windows(values, steps)

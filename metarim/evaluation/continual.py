@@ -102,12 +102,7 @@ Curve = tuple[np.ndarray, np.ndarray]
 Reference = Union[str, "os.PathLike[str]", Curve]
 
 
-def success_curve(run: str | os.PathLike[str]) -> Curve:
-    """``(frames, success_rate)`` of a run's ``metrics.csv``, one entry per row (NaN kept).
-
-    Raises:
-        ValueError: the run has no ``metrics.csv`` or it lacks those columns.
-    """
+def _metrics_rows(run: str | os.PathLike[str]) -> list[dict[str, str]]:
     path = pathlib.Path(run) / "metrics.csv"
     if not path.is_file():
         raise ValueError(f"{run} has no metrics.csv (train it first)")
@@ -115,17 +110,36 @@ def success_curve(run: str | os.PathLike[str]) -> Curve:
         rows = list(csv.DictReader(fh))
     if rows and not {"frames", "success_rate"} <= set(rows[0]):
         raise ValueError(f"{path} has no frames/success_rate columns")
+    return rows
+
+
+def _curve(rows: list[dict[str, str]]) -> Curve:
     return (np.array([float(r["frames"]) for r in rows]), np.array([float(r["success_rate"]) for r in rows]))
+
+
+def _episodes(rows: list[dict[str, str]]) -> np.ndarray | None:
+    if not rows or "episodes" not in rows[0]:
+        return None
+    return np.array([float(r["episodes"]) for r in rows])
+
+
+def success_curve(run: str | os.PathLike[str]) -> Curve:
+    """``(frames, success_rate)`` of a run's ``metrics.csv``, one entry per row (NaN kept).
+
+    Raises:
+        ValueError: the run has no ``metrics.csv`` or it lacks those columns.
+    """
+    return _curve(_metrics_rows(run))
 
 
 def episode_counts(run: str | os.PathLike[str]) -> np.ndarray | None:
     """The ``episodes`` column of a run's ``metrics.csv`` (episodes finished in each
-    update), or ``None`` if it has none."""
-    with open(pathlib.Path(run) / "metrics.csv") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows or "episodes" not in rows[0]:
-        return None
-    return np.array([float(r["episodes"]) for r in rows])
+    update), or ``None`` if it has none.
+
+    Raises:
+        ValueError: as :func:`success_curve`.
+    """
+    return _episodes(_metrics_rows(run))
 
 
 def _clean(success: np.ndarray) -> np.ndarray:
@@ -281,8 +295,9 @@ def continual_report(
     if config.get("schedule") is None:
         raise ValueError(f"{run} was trained without a schedule (metarim train --schedule FILE)")
     refs = {k: (v if isinstance(v, tuple) else success_curve(v)) for k, v in (scratch or {}).items()}
-    frames, success = success_curve(run)
+    rows = _metrics_rows(run)
+    frames, success = _curve(rows)
     out = continual_metrics(frames, success, Schedule.from_dict(config["schedule"]), scratch=refs,
-                            window=window, threshold=threshold, episodes=episode_counts(run),
+                            window=window, threshold=threshold, episodes=_episodes(rows),
                             min_episodes=min_episodes)
     return {"run": str(run), **out}

@@ -288,6 +288,16 @@ class ActorCritic(nn.Module):
             ``logits (T, B, A)``, ``value (T, B)``, the memory after the last step, and
             the core's activity masks ``(T, B, N)`` or ``None``.
         """
+        x, terms = self.codes(obs)
+        out, state, masks = self.memory(x, state, done)
+        if self.combine == "heads":
+            out = torch.cat([out, terms], dim=-1)
+        return self.actor(out), self.critic(out).squeeze(-1), state, masks
+
+    def codes(self, obs: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """The encoders' part of :meth:`forward`: the memory input ``x (T, B, D)`` and the
+        mission terms ``(T, B, M)`` (:meth:`mission_terms`, which the heads read with
+        ``combine="heads"``) of a ``(T, B)`` sequence, ``obs`` as for :meth:`forward`."""
         if "image_index" in obs:
             shape = obs["image_index"].shape
             z, terms = self._indexed_codes(obs)
@@ -295,11 +305,7 @@ class ActorCritic(nn.Module):
             shape = obs["image"].shape[:2]
             z = self.image_code(obs["image"].flatten(0, 1))
             terms = self.mission_terms(self.mission(obs["mission"].flatten(0, 1)))
-        x = self.combine_codes(z, terms).view(*shape, -1)
-        out, state, masks = self.memory(x, state, done)
-        if self.combine == "heads":
-            out = torch.cat([out, terms.view(*shape, -1)], dim=-1)
-        return self.actor(out), self.critic(out).squeeze(-1), state, masks
+        return self.combine_codes(z, terms).view(*shape, -1), terms.view(*shape, -1)
 
 
 def kit_init(layer: nn.Linear) -> None:
