@@ -48,6 +48,8 @@ LEGACY: dict[str, Any] = {
     "slow_lr": None,
     "slow_every": 8,
     "rim_init": "zeros",
+    # issue 20: what the communication attention reads of an inactive module
+    "rim_comm": "kept",
     # issue 18: the starter kit's switches
     "adam_eps": 1e-5,
     "image_encoding": "onehot",
@@ -78,6 +80,7 @@ DEFAULT_CHANGES: dict[str, tuple[Any, Any, str]] = {
     "init": ("torch", "kit", "issue 18: rl-starter-files' init_params"),
     "meta_window": (0, 4, "issue 19: Meta-RIM learns as well in 4-step windows, 3.4-3.7x faster"),
     "k": (2, 3, "issue 18: PPO+RIM to return 0.8 in 1.07x PPO+LSTM's frames (1.34x at k=2)"),
+    "rim_comm": ("kept", "cells", "issue 20: the reference's reading; kept states grow without bound"),
 }
 """Defaults that changed after they were first released, with the old value. A saved
 run's ``config.json`` holds every field it had, so a changed default never changes a
@@ -264,6 +267,13 @@ class TrainConfig:
     reference; every input-attention score then ties at the first step of an episode and
     the same modules are chosen, whatever the observation) or ``learned`` (a learned
     initial state per module, ``RIMCell(init="learned")``)."""
+    rim_comm: str = "cells"
+    """What a RIM's communication attention reads of an inactive module
+    (``RIMCell(comm_reads=...)``): ``cells`` (the reference code's reading: every module's
+    new cell output, the inactive ones' with their gradient blocked; the state stays
+    bounded) or ``kept`` (its kept state, metarim before issue 20, whose state can grow
+    without bound over long episodes: docs/adaptation_benchmarks.md). Ignored without
+    ``memory="rim"``."""
 
     # --- issue 20: hidden-task trials ------------------------------------------------
     hidden_task: bool = False
@@ -384,6 +394,8 @@ class TrainConfig:
             raise ValueError(f"rim_init={self.rim_init!r} must be 'zeros' or 'learned'")
         if self.rim_init != "zeros" and self.memory != "rim":
             raise ValueError(f"rim_init={self.rim_init!r} needs memory='rim', not {self.memory!r}")
+        if self.rim_comm not in ("cells", "kept"):
+            raise ValueError(f"rim_comm={self.rim_comm!r} must be 'cells' or 'kept'")
 
     def _validate_trials(self) -> None:
         """Checks the hidden-task block (issue 20)."""

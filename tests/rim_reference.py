@@ -14,8 +14,27 @@ import math
 import torch
 
 
+class BlockedGrad(torch.autograd.Function):
+    """The reference code's ``blocked_grad``: identity forward, gradient times ``mask``."""
+
+    @staticmethod
+    def forward(ctx, x, mask):
+        ctx.save_for_backward(mask)
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        (mask,) = ctx.saved_tensors
+        return grad * mask, None
+
+
 def reference_step(cell, x, state):
-    """One RIM step; returns ``(output, new_state, mask)`` like ``RIMCell.forward``."""
+    """One RIM step; returns ``(output, new_state, mask)`` like ``RIMCell.forward``.
+
+    The communication attention reads what ``cell.comm_reads`` names: ``"cells"``, every
+    module's new cell output through :class:`BlockedGrad` (as Goyal et al.'s
+    ``BlocksCore``), or ``"kept"``, the active modules' new outputs and the others' kept
+    states."""
     att, mech, comm = cell.input_attention, cell.mechanisms, cell.comm_attention
     h = state[0]
     b, n_units, d = h.shape
@@ -51,7 +70,10 @@ def reference_step(cell, x, state):
             h_hat.append((1 - z) * torch.tanh(in_ + r * hn) + z * h[:, n])
 
     active = mask.bool().unsqueeze(-1)
-    read_from = torch.where(active, torch.stack(h_hat, 1), h)
+    if cell.comm_reads == "cells":
+        read_from = BlockedGrad.apply(torch.stack(h_hat, 1), active.to(h.dtype))
+    else:
+        read_from = torch.where(active, torch.stack(h_hat, 1), h)
     ck, cv, ch = comm.key_size, comm.value_size, comm.num_heads
     w_q, w_k, w_v = comm.qkv.weight.split([ch * ck, ch * ck, ch * cv], dim=-1)  # fused q|k|v
     qs = [(read_from[:, n] @ w_q[n]).view(b, ch, ck) for n in range(n_units)]

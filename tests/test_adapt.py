@@ -36,11 +36,12 @@ def _one_thread():
 class Policy(nn.Module):
     """Linear encoder -> RIM -> linear head; returns (predictions (T, B, ACT), masks)."""
 
-    def __init__(self, cell: str = "lstm"):
+    def __init__(self, cell: str = "lstm", comm_reads: str = "cells"):
         super().__init__()
         self.encoder = nn.Linear(OBS, 6)
         self.rim = RIM(6, 3 * N, num_units=N, k=K, cell=cell, input_key_size=4,
-                       input_value_size=5, comm_key_size=3, comm_value_size=3, comm_heads=2)
+                       input_value_size=5, comm_key_size=3, comm_value_size=3, comm_heads=2,
+                       comm_reads=comm_reads)
         self.head = nn.Linear(3 * N, ACT)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -48,9 +49,9 @@ class Policy(nn.Module):
         return self.head(out), masks
 
 
-def make_policy(seed: int = 0, cell: str = "lstm") -> Policy:
+def make_policy(seed: int = 0, cell: str = "lstm", comm_reads: str = "cells") -> Policy:
     torch.manual_seed(seed)
-    return Policy(cell).double()
+    return Policy(cell, comm_reads).double()
 
 
 def make_data(seed: int = 1) -> tuple[Tensor, ...]:
@@ -258,8 +259,11 @@ class _Episode(nn.Module):
 
 @pytest.mark.parametrize("name", ["rim.cell.input_attention.value.weight", "rim.cell.comm_attention.output.bias"])
 def test_gradcheck_outer_loss_through_two_masked_steps(name):
+    # comm_reads="kept", whose gradients are the true derivatives: the default reads the
+    # inactive modules' cell outputs with their gradient blocked (as the reference RIM
+    # does), which finite differences cannot see.
     torch.manual_seed(5)
-    policy = make_policy(5)
+    policy = make_policy(5, comm_reads="kept")
     x1, y1, x2, y2 = make_data(6)
     data = (x1[:3, :2], y1[:3, :2], x2[:3, :2], y2[:3, :2])
     episode = _Episode(MaskedMAML(policy, LR), data, torch.tensor([1.0, 0.0, 1.0, 1.0]))

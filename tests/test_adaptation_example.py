@@ -238,7 +238,8 @@ def test_quick_schedule(schedule):
         rep = run["report"]
         assert [s["to"] for s in rep["switches"]] == [1, 2, 3] and len(rep["phases"]) == 4
         assert rep["forgetting"] == [{**rep["forgetting"][0], "phase": 0, "returns_in": 3}]
-        assert rep["phases"][0]["forward_transfer"] == 0.0  # its own reference
+        # its own reference: the two areas are summed over differently sliced arrays
+        assert abs(rep["phases"][0]["forward_transfer"]) < 1e-12
         assert [s["frames"] for s in rep["switches"]] == [1024.0, 2048.0, 3072.0]
         assert run["train_seconds"] > 0 and run["scratch_seconds"] > 0
     assert sorted(p.name for p in (schedule / "runs").iterdir() if p.is_dir()) == sorted(

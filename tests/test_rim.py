@@ -89,8 +89,9 @@ def test_mask_has_k_ones_and_inactive_state_is_bit_identical(cell_kind, k):
 
 @pytest.mark.parametrize("cell_kind", ["lstm", "gru"])
 @pytest.mark.parametrize("heads", [1, 3])
-def test_cell_equals_plain_per_module_reference(cell_kind, heads):
-    cell = small_cell(cell_kind, k=2, input_heads=heads)
+@pytest.mark.parametrize("comm_reads", ["cells", "kept"])
+def test_cell_equals_plain_per_module_reference(cell_kind, heads, comm_reads):
+    cell = small_cell(cell_kind, k=2, input_heads=heads, comm_reads=comm_reads)
     x, state = torch.randn(9, 6), random_state(cell, batch=9)
     out, new_state, mask = cell(x, state)
     ref_out, ref_state, ref_mask = reference_step(cell, x, state)
@@ -118,7 +119,10 @@ def test_selection_follows_attention_to_the_real_input():
 
 
 def test_gradcheck_through_one_step():
-    cell = small_cell(k=2)
+    # comm_reads="kept": its gradient is the function's true derivative. With "cells" the
+    # inactive modules' outputs are read with their gradient blocked on purpose, which
+    # finite differences do not see; the reference tests check that gradient instead.
+    cell = small_cell(k=2, comm_reads="kept")
     x = torch.randn(3, 6, requires_grad=True)
     h, c = (s.requires_grad_() for s in random_state(cell, batch=3))
     # The top-k selection is piecewise constant: gradcheck's perturbations (1e-6) do not
@@ -135,8 +139,9 @@ def test_gradcheck_through_one_step():
 
 
 @pytest.mark.parametrize("cell_kind", ["lstm", "gru"])
-def test_inactive_module_weight_blocks_get_exactly_zero_gradient(cell_kind):
-    cell = small_cell(cell_kind, k=2)
+@pytest.mark.parametrize("comm_reads", ["cells", "kept"])
+def test_inactive_module_weight_blocks_get_exactly_zero_gradient(cell_kind, comm_reads):
+    cell = small_cell(cell_kind, k=2, comm_reads=comm_reads)
     x, state = torch.randn(1, 6), random_state(cell, batch=1)  # batch 1: one active set
     out, new_state, mask = cell(x, state)
     (out.square().sum() + new_state[-1].sum()).backward()
@@ -148,6 +153,41 @@ def test_inactive_module_weight_blocks_get_exactly_zero_gradient(cell_kind):
     q = cell.input_attention.query.weight.grad
     assert torch.equal(q[~active], torch.zeros_like(q[~active]))
     assert q[active].abs().sum() > 0
+
+
+def comm_bound(cell: RIMCell) -> float:
+    """Largest ``|h|`` an LSTM RIM's state can reach when the communication attention
+    reads cell outputs (each ``|h_hat| < 1``), derived by hand: a value is
+    ``h_hat_m W^v_m``, so ``|v_j| <= max_m sum_d |W^v_m[d, j]|``; a head's context is a
+    convex combination of values, so the same bound holds for it; the new state of an
+    active module is ``h_hat_n + ctx W^o_n + b^o_n``; inactive modules keep an earlier
+    value, which was bounded the same way (or zero)."""
+    att = cell.comm_attention
+    w_v = att.qkv.weight[..., 2 * att.num_heads * att.key_size:]  # (N, unit, H*dv)
+    ctx = w_v.abs().sum(1).amax(0)  # (H*dv,)
+    per_unit = 1 + att.output.bias.abs() + (ctx[None, :, None] * att.output.weight.abs()).sum(1)
+    return per_unit.max().item()
+
+
+def test_state_reading_cell_outputs_stays_bounded_and_kept_states_can_blow_up():
+    # Communication weights x3: with comm_reads="kept" every residual re-adds a state that
+    # already holds one, and the state grows geometrically (issue 20's NaN); reading the
+    # cells' outputs, it stays under the hand-derived bound at every step.
+    peaks = {}
+    for comm_reads in ("cells", "kept"):
+        torch.manual_seed(0)
+        cell = small_cell("lstm", k=2, comm_reads=comm_reads)
+        with torch.no_grad():
+            cell.comm_attention.output.weight.mul_(3)
+            cell.comm_attention.qkv.weight.mul_(3)
+        bound, state, peak = comm_bound(cell), None, 0.0
+        for _ in range(100):
+            _, state, _ = cell(torch.randn(8, 6), state)
+            peak = max(peak, state[0].abs().max().item())
+            if comm_reads == "cells":
+                assert peak <= bound
+        peaks[comm_reads] = peak
+    assert peaks["cells"] <= bound < 1e3 < peaks["kept"]
 
 
 def test_rim_sequence_equals_a_loop_of_cells_with_resets():
@@ -172,10 +212,12 @@ def test_rim_sequence_equals_a_loop_of_cells_with_resets():
 @pytest.mark.parametrize("cell_kind", ["lstm", "gru"])
 @pytest.mark.parametrize("heads", [1, 2])
 @pytest.mark.parametrize("value_size", [5, 40])
-def test_rim_sequence_equals_the_reference_in_both_input_orders(cell_kind, heads, value_size):
+@pytest.mark.parametrize("comm_reads", ["cells", "kept"])
+def test_rim_sequence_equals_the_reference_in_both_input_orders(cell_kind, heads, value_size, comm_reads):
     # value 40 > input 6: project_input multiplies W^v W^ih first; value 5: x W^v first.
     rim = RIM(6, 12, 4, 2, cell_kind, input_key_size=4, input_value_size=value_size,
-              input_heads=heads, comm_key_size=3, comm_value_size=3, comm_heads=2)
+              input_heads=heads, comm_key_size=3, comm_value_size=3, comm_heads=2,
+              comm_reads=comm_reads)
     steps, batch = 5, 3
     gates = rim.cell.mechanisms.weight_ih.shape[-1]
     assert _combine_first(steps * batch, 6, value_size, heads, 4, gates) == (value_size == 40)

@@ -117,6 +117,7 @@ def build_policy(config: TrainConfig, num_actions: int, vocab: Vocab) -> ActorCr
         mem_kw = {"num_units": config.num_units, "k": config.k}
         if config.rim_init != "zeros":  # the reset state (issue 19); zeros: as before
             mem_kw["init"] = config.rim_init
+        mem_kw["comm_reads"] = config.rim_comm
     return ActorCritic(
         num_actions,
         vocab.max_size,

@@ -3,8 +3,9 @@
 A RIM memory holds ``N`` recurrent modules ("mechanisms"). At each step an input
 attention over ``[null, input]`` scores every module; the ``k`` modules that attend most
 to the real input are *active*: they read the input and update their state, then read
-from all modules through a multi-head communication attention (with a residual). The
-other ``N - k`` modules get no input and keep their state bit-identical.
+from all modules' new cell outputs through a multi-head communication attention (with a
+residual; the inactive modules' outputs are read with their gradient blocked, as in the
+reference). The other ``N - k`` modules get no input and keep their state bit-identical.
 
 Per-module weights are stacked with the module axis first, ``(N, in, out)``, and applied
 with one batched matmul: there is no Python loop over modules.
@@ -23,10 +24,11 @@ References:
 from __future__ import annotations
 
 from metarim.rim.attention import CommAttention, InputAttention
-from metarim.rim.cell import INITS, RIM, RIMCell, State
+from metarim.rim.cell import COMM_READS, INITS, RIM, RIMCell, State
 from metarim.rim.group import GroupGRUCell, GroupLinear, GroupLSTMCell
 
 __all__ = [
+    "COMM_READS",
     "CommAttention",
     "GroupGRUCell",
     "GroupLSTMCell",

@@ -17,10 +17,15 @@ from metarim.rim.group import (
     lstm_pointwise,
 )
 
-__all__ = ["INITS", "RIM", "RIMCell", "State"]
+__all__ = ["COMM_READS", "INITS", "RIM", "RIMCell", "State"]
 
 INITS = ("zeros", "learned")
 """Names accepted by ``RIMCell(init=...)``: the state a memory reset starts from."""
+
+COMM_READS = ("cells", "kept")
+"""Names accepted by ``RIMCell(comm_reads=...)``: what the communication attention reads
+for an inactive module (``"cells"``, the reference: its cell's new output, gradient
+blocked; ``"kept"``: its kept state, metarim before issue 20)."""
 
 State = tuple[Tensor, ...]
 """Recurrent state: ``(h, c)`` for LSTM modules, ``(h,)`` for GRU modules, each
@@ -40,8 +45,11 @@ class RIMCell(nn.Module):
     1. input attention over ``[null, x]`` gives the active set :math:`S` (``|S| = k``)
        and the input :math:`\tilde x_n` of each module (zero for :math:`n \notin S`);
     2. every module steps its own cell, :math:`\hat h_n = \mathrm{cell}_n(\tilde x_n, h_n)`;
-    3. the modules' states :math:`\bar h = m \odot \hat h + (1 - m) \odot h` are read by a
-       communication attention with residual, :math:`\hat h \leftarrow \mathrm{comm}(\bar h)`;
+    3. the modules' new cell outputs :math:`\hat h` are read by a communication attention
+       with residual, :math:`\hat h \leftarrow \mathrm{comm}(\hat h)`, the inactive
+       modules' rows with their gradient blocked (``comm_reads="cells"``, the reference's
+       ``blocked_grad``); with ``comm_reads="kept"`` it reads
+       :math:`\bar h = m \odot \hat h + (1 - m) \odot h` instead;
     4. :math:`h'_n = \hat h_n` for :math:`n \in S` and :math:`h'_n = h_n` (bit-identical,
        no gradient into the module's own weights) otherwise; likewise for :math:`c`.
 
@@ -74,6 +82,17 @@ class RIMCell(nn.Module):
             exactly as with ``"zeros"``. Each module's query at a reset is then
             :math:`h_{0,n} W^q_n`, and the first step's selection depends on the input
             and on the modules' parameters.
+        comm_reads: what the communication attention reads for an inactive module.
+            ``"cells"`` (default, as in the reference code of Goyal et al., whose
+            ``BlocksCore`` steps every module's cell and reads all of them through
+            ``blocked_grad``): its cell's new output :math:`\hat h_n`, whose gradient is
+            blocked, so an inactive module's weights and state still get no gradient.
+            With LSTM modules every :math:`|\hat h_n| < 1`, so the state after the
+            residual is bounded by ``1 + max |comm output|``. ``"kept"``: its kept state
+            :math:`h_n` (metarim before issue 20). A kept state already holds a residual,
+            and the residual of its readers adds to it again: over long episodes the state
+            can grow geometrically (measured: max ``|h|`` 119 to 4,405 in four rollouts of
+            a PPO+RIM run, then NaN; docs/adaptation_benchmarks.md).
 
     Example:
         >>> cell = RIMCell(input_size=8, hidden_size=24, num_units=6, k=4)
@@ -99,6 +118,7 @@ class RIMCell(nn.Module):
         comm_heads: int = 4,
         dropout: float = 0.0,
         init: str = "zeros",
+        comm_reads: str = "cells",
     ):
         super().__init__()
         check_positive(
@@ -120,6 +140,9 @@ class RIMCell(nn.Module):
             raise ValueError(f"dropout={dropout!r} must be in [0, 1)")
         if init not in INITS:
             raise ValueError(f"init={init!r} must be one of {INITS}")
+        if comm_reads not in COMM_READS:
+            raise ValueError(f"comm_reads={comm_reads!r} must be one of {COMM_READS}")
+        self.comm_reads = comm_reads
         self.input_size, self.hidden_size = input_size, hidden_size
         self.num_units, self.k, self.cell = num_units, k, cell
         self.unit_size = hidden_size // num_units
@@ -250,15 +273,18 @@ class RIMCell(nn.Module):
             h_hat, c_hat = lstm_pointwise(gi, state[1])
         else:
             h_hat = gru_pointwise(gi, gh, h)
-        # Modules read the updated states of active modules and the kept states of others.
-        h_hat = self.comm_attention.attend(torch.where(active, h_hat, h))
+        # Modules read every module's new cell output, the inactive ones' with their
+        # gradient blocked (the reference's blocked_grad); "kept": the kept states instead.
+        read = h_hat.detach() if self.comm_reads == "cells" else h
+        h_hat = self.comm_attention.attend(torch.where(active, h_hat, read))
         h_new = torch.where(active, h_hat, h)
         new_state = (h_new, torch.where(active, c_hat, state[1])) if lstm else (h_new,)
         return new_state, mask
 
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, num_units={self.num_units}, "
-                f"k={self.k}, cell={self.cell!r}" + (f", init={self.init!r}" if self.init != "zeros" else ""))
+                f"k={self.k}, cell={self.cell!r}" + (f", init={self.init!r}" if self.init != "zeros" else "")
+                + (f", comm_reads={self.comm_reads!r}" if self.comm_reads != "cells" else ""))
 
 
 class RIM(nn.Module):
