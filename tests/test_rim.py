@@ -313,3 +313,29 @@ def test_comm_attention_compiled_form_equals_bmm_form(monkeypatch):
     for a, b in zip(*results):
         assert_close(a, b, atol=1e-12, rtol=1e-12)
 
+
+
+def test_rim_state_benchmark_reads_a_run_and_cells_stay_under_the_bound(tmp_path):
+    # benchmarks/rim_state.py on a real (tiny) PPO+RIM run: under "cells" every stored
+    # |h| is under the hand-derived bound of the run's own weights.
+    import pathlib
+
+    from load_script import load_script
+
+    from metarim.config import TrainConfig
+    from metarim.train import Trainer
+
+    torch.set_default_dtype(torch.float32)
+    config = TrainConfig(algo="ppo", memory="rim", env="BabyAI-GoToLocalS6N2-v0", env_backend="tensor",
+                         num_envs=4, num_steps=16, batch_size=32, frames=64, checkpoint_every=1, seed=3)
+    Trainer(config, tmp_path, progress=False).run()
+    mod = load_script(pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "rim_state.py")
+    ckpt = sorted((tmp_path / "checkpoints").glob("ckpt-*.pt"))[-1]
+    cells = mod.peaks(tmp_path, ckpt, "cells", rollouts=2)
+    assert len(cells) == 2 and all(len(p) == 2 for p in cells)  # [max |h|, max |c|]
+    state = torch.load(ckpt, weights_only=False)["policy"]
+    cell = RIMCell(1, 64, 4, 3)  # only the communication weights are read
+    cell.comm_attention.load_state_dict({k.split("comm_attention.")[1]: v for k, v in state.items()
+                                         if "comm_attention." in k})
+    bound = comm_bound(cell)
+    assert all(0 < h <= bound for h, _ in cells)
