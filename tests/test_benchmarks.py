@@ -40,3 +40,24 @@ def test_meta_grad_compile_rejects_bad_sizes(capsys):
     assert mod.main(["--steps", "0"]) == 2
     err = capsys.readouterr().err
     assert "--steps" in err and "at least 1" in err
+
+
+def test_mission_split_partitions_the_same_episodes(tmp_path):
+    """benchmarks/mission_split.py on a real tiny PickupLoc run: every episode lands in
+    exactly one group, and a pattern that matches everything and one that matches nothing
+    see the same episodes (same seeds), so the two groups' successes agree."""
+    from metarim.config import TrainConfig
+    from metarim.train import Trainer
+
+    config = TrainConfig(algo="ppo", memory="lstm", env="BabyAI-PickupLoc-v0", env_backend="tensor",
+                         num_envs=4, num_steps=16, batch_size=32, frames=64, seed=2)
+    Trainer(config, tmp_path, progress=False).run()
+    mod = _load("mission_split")
+    split = mod.split_success(tmp_path, 6, mod.LOCATION, seed=7)
+    assert split["match"]["episodes"] + split["other"]["episodes"] == 6
+    everything = mod.split_success(tmp_path, 6, ".", seed=7)
+    nothing = mod.split_success(tmp_path, 6, "(?!)", seed=7)
+    assert everything["other"]["episodes"] == nothing["match"]["episodes"] == 0
+    assert everything["match"]["success"] == nothing["other"]["success"]
+    wins = sum(round(g["success"] * g["episodes"]) for g in split.values() if g["episodes"])
+    assert wins == round(everything["match"]["success"] * 6)
