@@ -5,6 +5,7 @@ seed; then each is measured the same way:
 
 * learning curve: training success rate (last 100 episodes) against frames;
 * frames to reach 0.8 success (or "not reached"), and final success;
+* frames to reach a return of 0.5, 0.8 and 0.9 (the paper's headline is in return);
 * fast adaptation: success on a held-out task (a held-out seed range of the training
   level) after 0, 1, 2 and 5 inner updates, each learner with its own rule
   (:mod:`metarim.evaluation.adaptation`);
@@ -48,6 +49,7 @@ DEFAULT_LEARNERS = ["metarim", "maml", "reptile", "rim", "lstm"]
 QUICK: dict[str, Any] = {"num_envs": 8, "num_steps": 32, "chunk_length": 16, "batch_size": 64, "meta_batch": 2,
                          "hidden_size": 64}
 ADAPT_STEPS = (0, 1, 2, 5)
+RETURN_LEVELS = (0.5, 0.8, 0.9)  # frames to these returns: the paper states its headline in return
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -163,7 +165,7 @@ def aggregate(runs: list[dict[str, Any]], args: argparse.Namespace, out: pathlib
     """Writes ``summary.json`` (strict JSON: non-finite numbers are ``null``), ``summary.md``,
     ``curves.png``, ``returns.png`` and ``modules.png``."""
     from metarim.reporting.plotting import plot_curves, plot_modules
-    from metarim.reporting.report import finite_or_none, summarize, summary_markdown
+    from metarim.reporting.report import finite_or_none, frames_to_threshold, summarize, summary_markdown
     from metarim.sweep.report import curve_metrics
 
     per: dict[str, dict[str, list[Any]]] = {}
@@ -176,6 +178,9 @@ def aggregate(runs: list[dict[str, Any]], args: argparse.Namespace, out: pathlib
         m = per.setdefault(r["learner"], {})
         m.setdefault("frames_to_0.8", []).append(c["frames_to_0.8"])
         m.setdefault("final_success", []).append(c["final_success"])
+        for t in RETURN_LEVELS:
+            m.setdefault(f"frames_to_return_{t:g}", []).append(frames_to_threshold(c["frames"], c["returns"], t))
+        m.setdefault("final_return", []).append(c["final_return"])
         for k, res in r["adaptation"].items():
             m.setdefault(f"adapt_{k}", []).append(res["success_rate"])
         for lv, res in r["zero_shot"].items():
@@ -186,6 +191,8 @@ def aggregate(runs: list[dict[str, Any]], args: argparse.Namespace, out: pathlib
     per = {n: per[n] for n in order}
     summary = summarize(per, reference="metarim")
     cols = [("frames_to_0.8", "frames to 0.8"), ("final_success", "final success")]
+    cols += [(f"frames_to_return_{t:g}", f"frames to return {t:g}") for t in RETURN_LEVELS]
+    cols += [("final_return", "final return")]
     cols += [(f"adapt_{k}", f"adapt k={k}") for k in ADAPT_STEPS]
     cols += [(f"zero_shot:{lv}", f"zero-shot {lv.replace('BabyAI-', '')}") for lv in args.zero_shot]
     run_time = sum(r["total_seconds"] for r in runs)  # summed over runs: not wall-clock with --jobs > 1

@@ -146,6 +146,7 @@ def test_raw_image_encoding_reads_the_ids_as_floats():
     torch.manual_seed(0)
     pol = ActorCritic(7, 50, image_encoding="raw")
     assert pol.conv[0].weight.shape == (16, 3, 2, 2)
+    assert ActorCritic(7, 50, image_encoding="onehot").conv[0].weight.shape == (16, 20, 2, 2)
     image = _obs(1, 5)["image"][0]
     x = image.float().permute(0, 3, 1, 2)
     want = pol.conv_last(pol.conv(x)).flatten(1)
@@ -161,7 +162,7 @@ def test_kit_init_normalises_rows_outside_the_memory():
     ref = _kit_policy("rim", init="torch", hidden_size=32)
     torch.manual_seed(3)
     pol = _kit_policy("rim", init="kit", hidden_size=32)
-    ref_film = ActorCritic(7, 50, init="torch")
+    ref_film = ActorCritic(7, 50, combine="film", init="torch")
     linears = {n: m for n, m in pol.named_modules() if isinstance(m, nn.Linear) and not n.startswith("memory.")}
     assert sorted(linears) == ["actor.0", "actor.2", "critic.0", "critic.2"]
     for name, layer in linears.items():
@@ -174,9 +175,23 @@ def test_kit_init_normalises_rows_outside_the_memory():
             assert torch.equal(value, ref_state[key]), key
     # the kit has no small actor output: its rows have norm 1, not ~0.01 as ours
     assert ref.actor[2].weight.norm(dim=1).max() < 0.05
-    film = ActorCritic(7, 50, init="kit").film
+    film = ActorCritic(7, 50, combine="film", init="kit").film
     torch.testing.assert_close(film.weight.norm(dim=1), torch.ones(film.out_features))
     assert ref_film.film.weight.norm(dim=1).min() < 0.99  # torch's default is not normalised
+
+
+def test_actor_critic_defaults_are_the_train_config_defaults():
+    """A Python-API user who builds ``ActorCritic`` without arguments gets the model that
+    ``metarim train`` builds by default: the same parameter names, shapes and init."""
+    config = TrainConfig()
+    torch.manual_seed(0)
+    want = build_policy(config, 7, Vocab())
+    torch.manual_seed(0)
+    got = ActorCritic(7, Vocab().max_size, memory=config.memory)
+    want_state = want.state_dict()
+    assert list(got.state_dict()) == list(want_state)
+    for key, value in got.state_dict().items():
+        assert torch.equal(value, want_state[key]), key
 
 
 def test_mission_dim_sets_the_gru():

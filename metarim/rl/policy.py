@@ -1,23 +1,24 @@
 r"""Actor-critic policy: image and mission encoders, a memory core, two heads.
 
 The 7×7×3 symbolic view (object, colour, state ids) is one-hot coded per channel
-(11 + 6 + 3 planes; ``image_encoding="onehot"``, default) or read as its three raw ids
-cast to float (``"raw"``, as the rl-starter-files model), and goes through three small
+(11 + 6 + 3 planes; ``image_encoding="onehot"``) or read as its three raw ids
+cast to float (``"raw"``, default, as the rl-starter-files model), and goes through three small
 convolutions (7→6→3→2→1, as in torch-ac's BabyAI model); the first convolution on
 one-hot planes is exactly a learned embedding of each cell followed by a convolution,
 without the embedding's slow scatter backward. The mission's word ids go through an
 embedding and a GRU whose last valid hidden state is the mission code :math:`m`.
 
-They are combined by **FiLM** (default, Perez et al. 2018, as in the BabyAI baselines):
+They are combined by **FiLM** (Perez et al. 2018, as in the BabyAI baselines):
 the last convolution's pre-activation :math:`z` becomes
 :math:`\mathrm{ReLU}(\gamma(m) \odot z + \beta(m))`, so the instruction gates *which*
-visual features reach the memory; or by **concatenation** ``[ReLU(z), m]``. See
-``docs/rl.md`` for why FiLM is the default. The memory core (``"lstm"`` or ``"rim"``)
+visual features reach the memory; or by **concatenation** ``[ReLU(z), m]``; or, the
+default since issue 18, by the **heads** (below). See ``docs/rl.md`` for the measurements
+behind the defaults. The memory core (``"lstm"`` or ``"rim"``)
 reads the combined code; the actor gives action logits and the critic a value. With
 ``combine="heads"`` (the rl-starter-files layout) the memory reads :math:`\mathrm{ReLU}(z)`
 only and the heads read :math:`[h_t, m]`, the memory output next to the mission code.
 
-``init="kit"`` re-initialises the ``nn.Linear`` layers outside the memory core as
+``init="kit"`` (default) re-initialises the ``nn.Linear`` layers outside the memory core as
 rl-starter-files' ``init_params``: :math:`W_{ij} \sim \mathcal{N}(0, 1)`, then each row
 :math:`W_i \leftarrow W_i / \lVert W_i \rVert_2`, bias 0.
 
@@ -164,13 +165,13 @@ class ActorCritic(nn.Module):
         vocab_size: int,
         *,
         memory: str = "lstm",
-        hidden_size: int = 128,
-        combine: str = "film",
+        hidden_size: int = 64,
+        combine: str = "heads",
         image_dim: int = 64,
-        mission_dim: int = 64,
+        mission_dim: int = 128,
         memory_kwargs: dict[str, Any] | None = None,
-        image_encoding: str = "onehot",
-        init: str = "torch",
+        image_encoding: str = "raw",
+        init: str = "kit",
     ) -> None:
         super().__init__()
         if combine not in ("film", "concat", "heads"):
