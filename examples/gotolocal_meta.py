@@ -165,7 +165,12 @@ def aggregate(runs: list[dict[str, Any]], args: argparse.Namespace, out: pathlib
     """Writes ``summary.json`` (strict JSON: non-finite numbers are ``null``), ``summary.md``,
     ``curves.png``, ``returns.png`` and ``modules.png``."""
     from metarim.reporting.plotting import plot_curves, plot_modules
-    from metarim.reporting.report import finite_or_none, frames_to_threshold, summarize, summary_markdown
+    from metarim.reporting.report import (
+        finite_or_none,
+        frames_to_threshold,
+        summarize,
+        summary_markdown,
+    )
     from metarim.sweep.report import curve_metrics
 
     per: dict[str, dict[str, list[Any]]] = {}
