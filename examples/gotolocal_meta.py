@@ -167,6 +167,7 @@ def aggregate(runs: list[dict[str, Any]], args: argparse.Namespace, out: pathlib
     from metarim.reporting.plotting import plot_curves, plot_modules
     from metarim.reporting.report import (
         finite_or_none,
+        frames_held_at,
         frames_to_threshold,
         summarize,
         summary_markdown,
@@ -185,6 +186,7 @@ def aggregate(runs: list[dict[str, Any]], args: argparse.Namespace, out: pathlib
         m.setdefault("final_success", []).append(c["final_success"])
         for t in RETURN_LEVELS:
             m.setdefault(f"frames_to_return_{t:g}", []).append(frames_to_threshold(c["frames"], c["returns"], t))
+            m.setdefault(f"frames_held_return_{t:g}", []).append(frames_held_at(c["frames"], c["returns"], t))
         m.setdefault("final_return", []).append(c["final_return"])
         for k, res in r["adaptation"].items():
             m.setdefault(f"adapt_{k}", []).append(res["success_rate"])
@@ -197,6 +199,7 @@ def aggregate(runs: list[dict[str, Any]], args: argparse.Namespace, out: pathlib
     summary = summarize(per, reference="metarim")
     cols = [("frames_to_0.8", "frames to 0.8"), ("final_success", "final success")]
     cols += [(f"frames_to_return_{t:g}", f"frames to return {t:g}") for t in RETURN_LEVELS]
+    cols += [(f"frames_held_return_{t:g}", f"return held ≥ {t:g} from") for t in RETURN_LEVELS]
     cols += [("final_return", "final return")]
     cols += [(f"adapt_{k}", f"adapt k={k}") for k in ADAPT_STEPS]
     cols += [(f"zero_shot:{lv}", f"zero-shot {lv.replace('BabyAI-', '')}") for lv in args.zero_shot]

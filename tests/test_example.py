@@ -41,7 +41,8 @@ def test_quick_writes_every_output(quick):
     assert levels == ["BabyAI-GoToLocalS8N7-v0", "BabyAI-GoToLocal-v0"]
     for learner, metrics in summary["summary"].items():
         keys = {"frames_to_0.8", "final_success", "adapt_0", "adapt_1", "adapt_2", "adapt_5", "final_return",
-                "frames_to_return_0.5", "frames_to_return_0.8", "frames_to_return_0.9"}
+                "frames_to_return_0.5", "frames_to_return_0.8", "frames_to_return_0.9",
+                "frames_held_return_0.5", "frames_held_return_0.8", "frames_held_return_0.9"}
         keys |= {f"zero_shot:{lv}" for lv in levels}
         assert keys <= set(metrics), learner
         for name, entry in metrics.items():
@@ -61,22 +62,28 @@ def test_quick_writes_every_output(quick):
 
 
 def test_frames_to_return_on_synthetic_curves(quick, tmp_path):
-    """Frames to a return of 0.5/0.8/0.9 on hand-made curves. Rows are (frames, success,
-    return, episodes); a point counts once 100 episodes were seen. Seed 1 reaches return
-    0.6 at 2,000 frames (the 0.7 at 1,000 frames comes before the 100th episode), 0.85 at
-    3,000 and never 0.9; seed 2 reaches 0.95 at 1,000 frames, so all three there."""
+    """Frames to a return of 0.5/0.8/0.9 on hand-made curves, first touched and held to the
+    end. Rows are (frames, success, return, episodes); a point counts once 100 episodes
+    were seen. Seed 1 touches 0.6 at 2,000 frames (the 0.7 at 1,000 comes before the 100th
+    episode) and 0.85 at 3,000, never 0.9, and falls to 0.4 at the end, so it holds no
+    level; seed 2 is at 0.95 throughout; seed 3 touches 0.5 at 1,000 frames, falls to 0.3,
+    and holds 0.5 from 3,000 and 0.8 from 4,000."""
     mod, _ = quick
     rows = {1: [(1000, 0.5, 0.7, 50), (2000, 0.6, 0.6, 60), (3000, 0.9, 0.85, 10), (4000, 0.9, 0.4, 10)],
-            2: [(1000, 1.0, 0.95, 100), (2000, 1.0, 0.95, 100)]}
+            2: [(1000, 1.0, 0.95, 100), (2000, 1.0, 0.95, 100)],
+            3: [(1000, 0.7, 0.6, 100), (2000, 0.4, 0.3, 100), (3000, 0.7, 0.55, 100), (4000, 0.9, 0.85, 100)]}
     runs = [{"learner": "lstm", "seed": seed, "curve": curve, "adaptation": {}, "zero_shot": {},
              "total_seconds": 1.0, "activity": None, "config": {}} for seed, curve in rows.items()]
     args = mod.parse_args(["--learners", "lstm", "--zero-shot", "BabyAI-GoToLocal-v0"])
     data = mod.aggregate(runs, args, tmp_path)
-    got = {t: data["summary"]["lstm"][f"frames_to_return_{t}"]["values"] for t in ("0.5", "0.8", "0.9")}
-    assert got == {"0.5": [2000, 1000], "0.8": [3000, 1000], "0.9": [None, 1000]}
-    assert data["summary"]["lstm"]["final_return"]["values"] == [0.4, 0.95]  # the last tenth (one row)
+    lstm = data["summary"]["lstm"]
+    got = {t: lstm[f"frames_to_return_{t}"]["values"] for t in ("0.5", "0.8", "0.9")}
+    assert got == {"0.5": [2000, 1000, 1000], "0.8": [3000, 1000, 4000], "0.9": [None, 1000, None]}
+    held = {t: lstm[f"frames_held_return_{t}"]["values"] for t in ("0.5", "0.8", "0.9")}
+    assert held == {"0.5": [None, 1000, 3000], "0.8": [None, 1000, 4000], "0.9": [None, 1000, None]}
+    assert lstm["final_return"]["values"] == [0.4, 0.95, 0.85]  # the last tenth (one row)
     md = (tmp_path / "summary.md").read_text()
-    assert "frames to return 0.9" in md and "(1/2 seeds)" in md
+    assert "frames to return 0.9" in md and "return held ≥ 0.8 from" in md and "(1/3 seeds)" in md
 
 
 def test_quick_summary_is_strict_json(quick):
@@ -111,13 +118,14 @@ def test_quick_markdown_table(quick):
     md = (out / "summary.md").read_text()
     lines = [ln for ln in md.splitlines() if ln.startswith("| ")]
     assert lines[0].startswith("| learner | frames to 0.8 | final success | frames to return 0.5 | frames to return 0.8 "
-                               "| frames to return 0.9 | final return | adapt k=0")
+                               "| frames to return 0.9 | return held ≥ 0.5 from | return held ≥ 0.8 from "
+                               "| return held ≥ 0.9 from | final return | adapt k=0")
     assert "zero-shot GoToLocalS8N7-v0" in lines[0] and "zero-shot GoToLocal-v0" in lines[0]
     rows = {ln.split("|")[1].strip(): ln for ln in lines[1:]}
     assert list(rows) == LEARNERS
     for ln in rows.values():
         cells = [c.strip() for c in ln.strip("|").split("|")][1:]
-        assert len(cells) == 12
+        assert len(cells) == 15
         assert cells[0] == "not reached" or cells[0].split()[0].replace(",", "").isdigit()
         assert all(c == "not reached" or ("[" in c and "]" in c) for c in cells[1:])
     assert "bootstrap" in md and "Welch" in md and "1,024 frames" in md

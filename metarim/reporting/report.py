@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["bootstrap_ci", "finite_or_none", "frames_to_threshold", "summary_markdown", "summarize", "welch_p"]
+__all__ = ["bootstrap_ci", "finite_or_none", "frames_held_at", "frames_to_threshold", "summary_markdown", "summarize",
+           "welch_p"]
 
 
 def frames_to_threshold(frames: Sequence[float], success: Sequence[float], threshold: float = 0.8) -> int | None:
@@ -34,6 +35,32 @@ def frames_to_threshold(frames: Sequence[float], success: Sequence[float], thres
         if s is not None and not math.isnan(s) and s >= threshold:
             return int(f)
     return None
+
+
+def frames_held_at(frames: Sequence[float], values: Sequence[float], threshold: float) -> int | None:
+    """First frame count from which ``values`` stay at or above ``threshold`` to the end of
+    the curve (``None``: the last value is below it, or there is none). Points without a
+    value (``None``/NaN, e.g. before the averaging window filled) neither break nor start
+    the run. Unlike :func:`frames_to_threshold`, a noisy curve that touches the threshold
+    once and falls back does not count.
+
+    Example:
+        >>> frames_held_at([1, 2, 3, 4, 5], [0.9, 0.4, 0.8, float("nan"), 0.85], 0.8)
+        3
+        >>> frames_to_threshold([1, 2, 3, 4, 5], [0.9, 0.4, 0.8, float("nan"), 0.85], 0.8)
+        1
+        >>> frames_held_at([1, 2], [0.9, 0.7], 0.8) is None
+        True
+    """
+    held: int | None = None
+    for f, v in zip(frames, values):
+        if v is None or math.isnan(v):
+            continue
+        if v >= threshold:
+            held = int(f) if held is None else held
+        else:
+            held = None
+    return held
 
 
 def bootstrap_ci(values: Sequence[float], *, confidence: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
