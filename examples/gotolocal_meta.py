@@ -5,7 +5,8 @@ seed; then each is measured the same way:
 
 * learning curve: training success rate (last 100 episodes) against frames;
 * frames to reach 0.8 success (or "not reached"), and final success;
-* frames to reach a return of 0.5, 0.8 and 0.9 (the paper's headline is in return);
+* frames to reach a return of 0.5, 0.8 and 0.9 (the paper's headline is in return), first
+  touched and held to the end of the run (a noisy curve may touch a level and fall back);
 * fast adaptation: success on a held-out task (a held-out seed range of the training
   level) after 0, 1, 2 and 5 inner updates, each learner with its own rule
   (:mod:`metarim.evaluation.adaptation`);
