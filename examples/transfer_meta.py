@@ -16,7 +16,8 @@ The learners (name → ``TrainConfig`` overrides, with a note on each) are those
 
 Outputs in ``--out`` (default ``results/transfer/``): ``summary.json`` (strict JSON:
 non-finite numbers are ``null``), ``summary.md`` (per family, success and return tables:
-mean over seeds with a 95 % bootstrap CI, Welch p-value against Meta-RIM), ``transfer.png``
+mean over seeds with a 95 % bootstrap CI, Welch p-value against Meta-RIM; per target also the
+adaptation gain, success at ``k = 5`` minus zero-shot, of each run), ``transfer.png``
 (success against adaptation steps, one panel per target), the run folders
 ``<family>/runs/<learner>-s<seed>/`` (trained by :func:`metarim.sweep.run_sweep`: ``--jobs``
 at once, finished runs skipped, interrupted ones resumed from their checkpoints) and their
@@ -27,6 +28,7 @@ Usage::
 
     python examples/transfer_meta.py --quick      # 2 families, 2 learners, 1 seed, < 60 s
     python examples/transfer_meta.py --frames 300000 --seeds 0 1 2 3 4 --jobs 2
+    python examples/transfer_meta.py --report-only   # the summary of what is measured so far
 """
 
 from __future__ import annotations
@@ -83,6 +85,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="training envs (tensor: the same episodes as minigrid, batched in torch)")
     p.add_argument("--eval-backend", choices=("auto", "minigrid", "tensor"), default="auto",
                    help="envs of the measurements (auto: tensor on its levels, else minigrid)")
+    p.add_argument("--report-only", action="store_true",
+                   help="train and measure nothing: write the summary from the measurements already in --out "
+                        "(the runs still missing are listed)")
     args = p.parse_args(argv)
     if args.quick:
         args.frames = min(args.frames, 512)
@@ -145,21 +150,49 @@ def measure(name: str, seed: int, family: str, args: argparse.Namespace, folder:
             "train_seconds": train_s, "measure_seconds": time.perf_counter() - t0}
 
 
+def load_measurement(path: pathlib.Path, args: argparse.Namespace) -> dict[str, Any] | None:
+    """The measurement saved at ``path`` if it was made with this invocation's frames and
+    :data:`MEASURE_KEYS`, else None (absent, or to be redone)."""
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    measured = [saved.get("config", {}).get("frames")] + [saved.get(k) for k in MEASURE_KEYS]
+    return saved if measured == [args.frames] + [getattr(args, k) for k in MEASURE_KEYS] else None
+
+
 def _short(level: str) -> str:
     return level.replace("BabyAI-", "").replace("MiniGrid-", "").removesuffix("-v0")
 
 
-def metric(level: str, k: int | None, what: str = "success") -> str:
+def metric(level: str, k: int | str | None, what: str = "success") -> str:
     """Metric name in ``summary.json``: ``"<level> k=<k>"`` (success), ``"return <level> k=<k>"``;
-    ``k=None`` is the source level."""
-    base = f"{level} source" if k is None else f"{level} k={k}"
+    ``k=None`` is the source level, ``k="gain"`` the adaptation gain (:data:`GAIN`)."""
+    base = f"{level} source" if k is None else f"{level} gain" if k == "gain" else f"{level} k={k}"
     return base if what == "success" else f"return {base}"
 
 
+GAIN = (ADAPT_STEPS[-1], ADAPT_STEPS[0])
+"""The adaptation gain of a run on a target is its number at ``k = 5`` minus its number at
+``k = 0`` (zero-shot), paired: both are measured on the same evaluation episodes."""
+
+
+def gain(by_k: dict[str, dict[str, float]], what: str) -> float | None:
+    """``by_k[5] - by_k[0]`` of ``success_rate`` or ``return_mean`` (``what``); None when
+    either is missing.
+
+    >>> gain({"0": {"success_rate": 0.25}, "5": {"success_rate": 0.75}}, "success_rate")
+    0.5
+    """
+    hi, lo = (by_k.get(str(k), {}).get(what) for k in GAIN)
+    return None if hi is None or lo is None else hi - lo
+
+
 def aggregate(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace, out: pathlib.Path, *,
-              wall_s: float, command: str) -> dict[str, Any]:
+              wall_s: float, command: str, missing: list[str] | None = None) -> dict[str, Any]:
     """Writes ``summary.json``, ``summary.md`` and ``transfer.png``; returns the JSON data.
-    ``command`` and ``wall_s`` (this invocation's) are written beside the tables."""
+    ``command`` and ``wall_s`` (this invocation's) are written beside the tables, and
+    ``missing`` (``<family>/<learner>-s<seed>`` not measured yet) below them."""
+    missing = missing or []
     from metarim.reporting.report import finite_or_none, summarize, summary_markdown
 
     families, run_s = {}, 0.0
@@ -175,6 +208,8 @@ def aggregate(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace, o
                 for k, res in by_k.items():
                     m.setdefault(metric(lv, int(k)), []).append(res["success_rate"])
                     m.setdefault(metric(lv, int(k), "return"), []).append(res["return_mean"])
+                m.setdefault(metric(lv, "gain"), []).append(gain(by_k, "success_rate"))
+                m.setdefault(metric(lv, "gain", "return"), []).append(gain(by_k, "return_mean"))
             run_s += r["train_seconds"] + r["measure_seconds"]
         per = {n: per[n] for n in args.learners if n in per}
         summary = summarize(per, reference="metarim")
@@ -182,7 +217,9 @@ def aggregate(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace, o
                             "runs": sorted(rs, key=lambda r: (r["seed"], args.learners.index(r["learner"])))}
         for what in ("success", "return"):
             cols = [(metric(fam.source, None, what), f"{_short(fam.source)} (source)")]
-            cols += [(metric(lv, k, what), f"{_short(lv)} k={k}") for lv in fam.targets for k in ADAPT_STEPS]
+            for lv in fam.targets:
+                cols += [(metric(lv, k, what), f"{_short(lv)} k={k}") for k in ADAPT_STEPS]
+                cols.append((metric(lv, "gain", what), f"{_short(lv)} gain {GAIN[0]}−{GAIN[1]}"))
             md.append(summary_markdown(summary, cols, title=f"{family}: {what} ({_short(fam.source)} → "
                                                             f"{' / '.join(_short(t) for t in fam.targets)})"))
     seeds = sorted({r["seed"] for rs in runs.values() for r in rs})
@@ -194,9 +231,13 @@ def aggregate(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace, o
               f"({args.eval_backend} env backend).\n"
               "Cells: mean over seeds [95 % bootstrap CI], p = Welch t-test against metarim. k = adaptation "
               "steps on the target with the learner's own rule (0: zero-shot), each on a fresh on-policy rollout "
-              "of the target; source = success on the training level.\n")
+              f"of the target; source = success on the training level; gain = k={GAIN[0]} minus k={GAIN[1]} of "
+              "each run (the same evaluation episodes), then averaged.\n"
+              + (f"Missing (not yet trained or measured; rerun without --report-only): {', '.join(missing)}.\n"
+                 if missing else ""))
     (out / "summary.md").write_text("\n".join(md))
-    data = {"args": vars(args), "command": command, "adapt_steps": list(ADAPT_STEPS), "families": families,
+    data = {"args": vars(args), "command": command, "adapt_steps": list(ADAPT_STEPS), "gain": list(GAIN),
+            "missing": missing, "families": families,
             "run_seconds_summed": run_s, "wall_seconds": wall_s}
     (out / "summary.json").write_text(json.dumps(finite_or_none(data), indent=1, default=float, allow_nan=False))
     plot_transfer(families, args.learners, out / "transfer.png")
@@ -248,36 +289,47 @@ def main(argv: list[str] | None = None) -> int:
     from metarim.sweep import expand_sweep, run_sweep
 
     runs: dict[str, list[dict[str, Any]]] = {}
+    missing: list[str] = []
     for family in args.families:
         folder = out / family
-        try:
-            todo = expand_sweep(sweep_spec(args, family))  # runs <learner>-s<seed>, seeds outermost
-        except ValueError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        results = run_sweep(todo, folder, backend=args.backend, max_parallel=args.jobs)
-        failed = {n: r["error"] for n, r in results.items() if r["status"] not in ("done", "skipped")}
-        if failed:
-            print(f"{family}: runs not finished (rerun to retry): {failed}", file=sys.stderr)
-            return 1
-        runs[family] = []
+        if not args.report_only:
+            try:
+                todo = expand_sweep(sweep_spec(args, family))  # runs <learner>-s<seed>, seeds outermost
+            except ValueError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+            results = run_sweep(todo, folder, backend=args.backend, max_parallel=args.jobs)
+            failed = {n: r["error"] for n, r in results.items() if r["status"] not in ("done", "skipped")}
+            if failed:
+                print(f"{family}: runs not finished (rerun to retry): {failed}", file=sys.stderr)
+                return 1
+        found = []
         for seed in args.seeds:
             for name in args.learners:
                 path = folder / "runs" / f"{name}-s{seed}.json"
-                if path.is_file():
-                    saved = json.loads(path.read_text())
-                    measured = [saved.get("config", {}).get("frames")] + [saved.get(k) for k in MEASURE_KEYS]
-                    if measured == [args.frames] + [getattr(args, k) for k in MEASURE_KEYS]:
-                        print(f"[{family} {name} s{seed}] done earlier, reusing {path}", file=sys.stderr)
-                        runs[family].append(saved)
-                        continue
+                saved = load_measurement(path, args)
+                if saved is not None:
+                    print(f"[{family} {name} s{seed}] done earlier, reusing {path}", file=sys.stderr)
+                    found.append(saved)
+                    continue
+                if args.report_only:
+                    missing.append(f"{family}/{name}-s{seed}")
+                    continue
                 print(f"[{family} {name} s{seed}] measuring", file=sys.stderr, flush=True)
                 run = measure(name, seed, family, args, folder / "runs" / f"{name}-s{seed}")
                 tmp = path.with_suffix(".tmp")
                 tmp.write_text(json.dumps(run, default=float))
                 os.replace(tmp, path)
-                runs[family].append(run)
-    aggregate(runs, args, out, wall_s=time.perf_counter() - t0, command=command)
+                found.append(run)
+        if found:
+            runs[family] = found
+    if not runs:
+        print(f"error: no measurement in {out} for these families, learners and seeds: "
+              "run without --report-only first", file=sys.stderr)
+        return 2
+    if missing:
+        print(f"missing (not in the summary): {', '.join(missing)}", file=sys.stderr)
+    aggregate(runs, args, out, wall_s=time.perf_counter() - t0, command=command, missing=missing)
     print((out / "summary.md").read_text())
     return 0
 

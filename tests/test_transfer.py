@@ -18,6 +18,7 @@ import json
 import math
 import pathlib
 import re
+import shutil
 
 import gymnasium as gym
 import numpy as np
@@ -425,12 +426,14 @@ def test_quick_writes_the_transfer_table(quick):
         assert fam["targets"] == list(TRANSFER_FAMILIES[family].targets)
         for learner, metrics in fam["summary"].items():
             want = {mod.metric(fam["source"], None), mod.metric(fam["source"], None, "return")}
-            want |= {mod.metric(lv, k, w) for lv in fam["targets"] for k in (0, 1, 2, 5) for w in ("success", "return")}
+            want |= {mod.metric(lv, k, w) for lv in fam["targets"] for k in (0, 1, 2, 5, "gain")
+                     for w in ("success", "return")}
             assert set(metrics) == want, (family, learner)
             for name, entry in metrics.items():
                 assert len(entry["values"]) == 1 and entry["ci95"][0] <= entry["mean"] <= entry["ci95"][1]
                 if not name.startswith("return"):
-                    assert 0.0 <= entry["mean"] <= 1.0
+                    lo = -1.0 if name.endswith("gain") else 0.0  # a gain is a difference of two rates
+                    assert lo <= entry["mean"] <= 1.0
                 if learner != "metarim":
                     assert entry["welch_p"] is None  # one seed: no test (NaN -> null)
         for r in fam["runs"]:
@@ -440,6 +443,10 @@ def test_quick_writes_the_transfer_table(quick):
                 assert by_k["0"]["adapt_loss"] is None and by_k["5"]["adapt_loss"] is not None
                 # the table's cell is this run's number
                 assert fam["summary"][r["learner"]][mod.metric(lv, 2)]["values"] == [by_k["2"]["success_rate"]]
+                # the gain is k = 5 minus k = 0 of the same run, by hand
+                for key, what in (("success_rate", "success"), ("return_mean", "return")):
+                    got = fam["summary"][r["learner"]][mod.metric(lv, "gain", what)]["values"]
+                    assert got == [by_k["5"][key] - by_k["0"][key]]
     runs = {r["learner"]: r for r in data["families"]["gotolocal"]["runs"]}
     assert runs["metarim"]["config"]["algo"] == "metarim" and runs["lstm"]["config"]["memory"] == "lstm"
 
@@ -450,10 +457,35 @@ def test_quick_markdown_tables(quick):
     heads = [ln for ln in md.splitlines() if ln.startswith("| learner")]
     assert len(heads) == 4  # success and return, two families
     assert heads[0] == ("| learner | GoToLocalS6N2 (source) | " + " | ".join(
-        f"{lv} k={k}" for lv in ("GoToLocalS8N7", "GoToLocal") for k in (0, 1, 2, 5)) + " |")
+        f"{lv} {c}" for lv in ("GoToLocalS8N7", "GoToLocal") for c in ("k=0", "k=1", "k=2", "k=5", "gain 5−0"))
+        + " |")
     rows = [ln for ln in md.splitlines() if ln.startswith("| metarim") or ln.startswith("| lstm")]
     assert len(rows) == 8 and all("[" in c for ln in rows for c in ln.strip("|").split("|")[1:])
     assert "bootstrap" in md and "Welch" in md and "Command: `python examples/transfer_meta.py --quick" in md
+
+
+def test_report_only_summarises_what_is_measured(quick, capsys, tmp_path):
+    mod, out = quick
+    before = json.loads((out / "summary.json").read_text())
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "multiroom" / "runs" / "lstm-s0.json").unlink()  # as if this run were still training
+    assert mod.main(["--quick", "--out", str(copy), "--report-only"]) == 0
+    err = capsys.readouterr().err
+    assert "measuring" not in err and "missing (not in the summary): multiroom/lstm-s0" in err
+    data = json.loads((copy / "summary.json").read_text())
+    assert data["missing"] == ["multiroom/lstm-s0"]
+    assert list(data["families"]["multiroom"]["summary"]) == ["metarim"]
+    assert data["families"]["gotolocal"]["summary"] == before["families"]["gotolocal"]["summary"]
+    assert "Missing (not yet trained or measured" in (copy / "summary.md").read_text()
+    assert not (copy / "multiroom" / "runs" / "lstm-s0.json").exists()  # nothing measured
+
+
+def test_report_only_without_measurements_is_a_one_line_error(quick, capsys, tmp_path):
+    mod, _ = quick
+    assert mod.main(["--quick", "--out", str(tmp_path), "--report-only"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no measurement" in err and "without --report-only" in err
 
 
 def test_quick_resumes_finished_runs(quick, capsys):
