@@ -100,6 +100,25 @@ def sweep_spec(args: argparse.Namespace) -> dict[str, Any]:
             "levels": [args.train_level], "seeds": list(args.seeds), "learners": learners}
 
 
+def train_sweep(spec: dict[str, Any], out: pathlib.Path, args: argparse.Namespace, *, label: str = "") -> int:
+    """Trains the runs of the sweep ``spec`` into ``out`` (``--jobs`` at once on
+    ``--backend``; finished runs skipped, interrupted ones resumed). Returns 0, or the exit
+    code: 2 for a refused spec (a one-line error), 1 for a run that did not finish."""
+    from metarim.sweep import expand_sweep, run_sweep
+
+    try:
+        todo = expand_sweep(spec)  # runs <learner>-s<seed>, seeds outermost
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    results = run_sweep(todo, out, backend=args.backend, max_parallel=args.jobs)
+    failed = {n: r["error"] for n, r in results.items() if r["status"] not in ("done", "skipped")}
+    if failed:
+        print(f"{label}runs not finished (rerun to retry): {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def measure(name: str, seed: int, args: argparse.Namespace, folder: pathlib.Path) -> dict[str, Any]:
     """Measures one trained run folder (its last checkpoint); returns plain data."""
     import csv
@@ -238,18 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = pathlib.Path(args.out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    from metarim.sweep import expand_sweep, run_sweep
-
-    try:
-        todo = expand_sweep(sweep_spec(args))  # runs <learner>-s<seed>, seeds outermost
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    results = run_sweep(todo, out, backend=args.backend, max_parallel=args.jobs)
-    failed = {n: r["error"] for n, r in results.items() if r["status"] not in ("done", "skipped")}
-    if failed:
-        print(f"runs not finished (rerun to retry): {failed}", file=sys.stderr)
-        return 1
+    code = train_sweep(sweep_spec(args), out, args)
+    if code:
+        return code
     runs = measure_all(args, out)
     aggregate(runs, args, out)
     print((out / "summary.md").read_text())

@@ -45,7 +45,7 @@ from typing import Any
 from metarim.sweep.report import training_seconds as report_seconds
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from gotolocal_meta import learner_overrides  # noqa: E402  (the same overrides and quick sizes)
+from gotolocal_meta import learner_overrides, train_sweep  # noqa: E402  (the same overrides and quick sizes)
 
 SWEEP = pathlib.Path(__file__).resolve().parent / "sweeps" / "gotolocal.json"
 SPEC: dict[str, Any] = json.loads(SWEEP.read_text())
@@ -286,23 +286,14 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", "examples/transfer_meta.py", *(sys.argv[1:] if argv is None else argv)])
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    from metarim.sweep import expand_sweep, run_sweep
-
     runs: dict[str, list[dict[str, Any]]] = {}
     missing: list[str] = []
     for family in args.families:
         folder = out / family
         if not args.report_only:
-            try:
-                todo = expand_sweep(sweep_spec(args, family))  # runs <learner>-s<seed>, seeds outermost
-            except ValueError as e:
-                print(f"error: {e}", file=sys.stderr)
-                return 2
-            results = run_sweep(todo, folder, backend=args.backend, max_parallel=args.jobs)
-            failed = {n: r["error"] for n, r in results.items() if r["status"] not in ("done", "skipped")}
-            if failed:
-                print(f"{family}: runs not finished (rerun to retry): {failed}", file=sys.stderr)
-                return 1
+            code = train_sweep(sweep_spec(args, family), folder, args, label=f"{family}: ")
+            if code:
+                return code
         found = []
         for seed in args.seeds:
             for name in args.learners:

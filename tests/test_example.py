@@ -167,3 +167,12 @@ def test_failure_modes_counts_add_up(quick, capsys):
         assert round(sum(p["rate"] * p["episodes"] for p in parts)) == wins
     assert mod.main(["--run", str(out / "missing")]) == 2
     assert "not a metarim run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script", ["gotolocal_meta.py", "transfer_meta.py"])
+def test_a_refused_sweep_is_a_one_line_error(script, tmp_path, capsys):
+    mod = _load(EXAMPLE.parent / script)
+    assert mod.main(["--quick", "--frames", "-5", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "frames=-5 must be >= 1" in err
+    assert not list((tmp_path / "out").rglob("metrics.csv"))  # nothing trained
