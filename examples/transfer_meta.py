@@ -88,6 +88,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--report-only", action="store_true",
                    help="train and measure nothing: write the summary from the measurements already in --out "
                         "(the runs still missing are listed)")
+    p.add_argument("--source-min", type=float, default=0.0,
+                   help="tables of the runs whose success on the source is at least this (e.g. 0.9: transfer of "
+                        "what was learned); the runs left out are listed. Measurements are unchanged")
     args = p.parse_args(argv)
     if args.quick:
         args.frames = min(args.frames, 512)
@@ -99,6 +102,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             args.families = QUICK_FAMILIES
         if "--jobs" not in argv:
             args.jobs = 2
+    if not 0.0 <= args.source_min <= 1.0:
+        p.error(f"--source-min {args.source_min} must be a success rate in [0, 1]")
     for flag in ("episodes", "eval_envs"):
         if getattr(args, flag) < 1:
             p.error(f"--{flag.replace('_', '-')} {getattr(args, flag)} must be >= 1")
@@ -191,14 +196,22 @@ def aggregate(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace, o
               wall_s: float, command: str, missing: list[str] | None = None) -> dict[str, Any]:
     """Writes ``summary.json``, ``summary.md`` and ``transfer.png``; returns the JSON data.
     ``command`` and ``wall_s`` (this invocation's) are written beside the tables, and
-    ``missing`` (``<family>/<learner>-s<seed>`` not measured yet) below them."""
+    ``missing`` (``<family>/<learner>-s<seed>`` not measured yet) below them. With
+    ``--source-min`` the tables hold only the runs that reached it on the source; the others
+    are listed as left out (the run time still counts them)."""
     missing = missing or []
     from metarim.reporting.report import finite_or_none, summarize, summary_markdown
 
-    families, run_s = {}, 0.0
+    families, run_s, excluded = {}, 0.0, []
     md = ["# Easy → hard transfer", ""]
     for family, rs in runs.items():
         fam = _families()[family]
+        run_s += sum(r["train_seconds"] + r["measure_seconds"] for r in rs)
+        excluded += [f"{family}/{r['learner']}-s{r['seed']} ({r['source']['success_rate']:.2f})"
+                     for r in rs if r["source"]["success_rate"] < args.source_min]
+        rs = [r for r in rs if r["source"]["success_rate"] >= args.source_min]
+        if not rs:
+            continue
         per: dict[str, dict[str, list[Any]]] = {}
         for r in rs:
             m = per.setdefault(r["learner"], {})
@@ -210,7 +223,6 @@ def aggregate(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace, o
                     m.setdefault(metric(lv, int(k), "return"), []).append(res["return_mean"])
                 m.setdefault(metric(lv, "gain"), []).append(gain(by_k, "success_rate"))
                 m.setdefault(metric(lv, "gain", "return"), []).append(gain(by_k, "return_mean"))
-            run_s += r["train_seconds"] + r["measure_seconds"]
         per = {n: per[n] for n in args.learners if n in per}
         summary = summarize(per, reference="metarim")
         families[family] = {"source": fam.source, "targets": list(fam.targets), "summary": summary,
@@ -234,10 +246,12 @@ def aggregate(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace, o
               f"of the target; source = success on the training level; gain = k={GAIN[0]} minus k={GAIN[1]} of "
               "each run (the same evaluation episodes), then averaged.\n"
               + (f"Missing (not yet trained or measured; rerun without --report-only): {', '.join(missing)}.\n"
-                 if missing else ""))
+                 if missing else "")
+              + (f"Left out by --source-min {args.source_min} (success on the source in brackets): "
+                 f"{', '.join(excluded)}.\n" if excluded else ""))
     (out / "summary.md").write_text("\n".join(md))
     data = {"args": vars(args), "command": command, "adapt_steps": list(ADAPT_STEPS), "gain": list(GAIN),
-            "missing": missing, "families": families,
+            "missing": missing, "excluded": excluded, "families": families,
             "run_seconds_summed": run_s, "wall_seconds": wall_s}
     (out / "summary.json").write_text(json.dumps(finite_or_none(data), indent=1, default=float, allow_nan=False))
     plot_transfer(families, args.learners, out / "transfer.png")
@@ -254,6 +268,8 @@ def plot_transfer(families: dict[str, Any], learners: list[str], path: pathlib.P
     import matplotlib.pyplot as plt
 
     panels = [(f, lv) for f, d in families.items() for lv in d["targets"]]
+    if not panels:  # every run left out by --source-min
+        return
     cols = min(3, len(panels))
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)

@@ -481,6 +481,30 @@ def test_report_only_summarises_what_is_measured(quick, capsys, tmp_path):
     assert not (copy / "multiroom" / "runs" / "lstm-s0.json").exists()  # nothing measured
 
 
+def test_source_min_keeps_the_runs_that_learned_the_source(quick, capsys, tmp_path):
+    mod, out = quick
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    learned = copy / "gotolocal" / "runs" / "lstm-s0.json"
+    run = json.loads(learned.read_text())
+    run["source"]["success_rate"] = 0.95  # as if it had learned the source; the others did not at 512 frames
+    learned.write_text(json.dumps(run))
+    others = [r for f in ("gotolocal", "multiroom") for r in sorted((copy / f / "runs").glob("*.json"))
+              if r != learned]
+    assert all(json.loads(r.read_text())["source"]["success_rate"] < 0.9 for r in others)
+    assert mod.main(["--quick", "--out", str(copy), "--report-only", "--source-min", "0.9"]) == 0
+    data = json.loads((copy / "summary.json").read_text())
+    assert list(data["families"]) == ["gotolocal"] and list(data["families"]["gotolocal"]["summary"]) == ["lstm"]
+    cell = data["families"]["gotolocal"]["summary"]["lstm"][mod.metric("BabyAI-GoToLocal-v0", 0)]
+    assert cell["values"] == [run["transfer"]["BabyAI-GoToLocal-v0"]["0"]["success_rate"]]
+    assert len(data["excluded"]) == len(others) == 3 and "gotolocal/metarim-s0 (" in data["excluded"][0]
+    assert "Left out by --source-min 0.9" in (copy / "summary.md").read_text()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        mod.main(["--quick", "--out", str(copy), "--report-only", "--source-min", "1.5"])
+    assert e.value.code == 2 and "--source-min 1.5 must be a success rate in [0, 1]" in capsys.readouterr().err
+
+
 def test_report_only_without_measurements_is_a_one_line_error(quick, capsys, tmp_path):
     mod, _ = quick
     assert mod.main(["--quick", "--out", str(tmp_path), "--report-only"]) == 2
