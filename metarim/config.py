@@ -86,7 +86,7 @@ DEFAULT_CHANGES: dict[str, tuple[Any, Any, str]] = {
 run's ``config.json`` holds every field it had, so a changed default never changes a
 saved run; a field that is also in :data:`LEGACY` (added after f898eb9, so missing from
 older runs) keeps its *old* value there. ``benchmarks/behaviour.py --check`` against
-``tests/data/f898eb9/behaviour.json`` differs from these changes on; ``--legacy`` runs
+``tests/data/f898eb9/behaviour_values.json`` differs from these changes on; ``--legacy`` runs
 the old defaults."""
 
 
