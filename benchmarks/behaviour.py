@@ -76,6 +76,7 @@ def legacy_flags() -> list[str]:
 def train(name: str, out: pathlib.Path, *, frames: int | None = None, resume: bool = False,
           legacy: bool = False) -> None:
     """Runs ``metarim train`` for ``name`` in a fresh process (``legacy``: the old defaults)."""
+    out = out.resolve()
     flags = [*COMMON, *RUNS[name], *(legacy_flags() if legacy else [])]
     if frames is not None:
         flags[flags.index("--frames") + 1] = str(frames)
@@ -83,7 +84,16 @@ def train(name: str, out: pathlib.Path, *, frames: int | None = None, resume: bo
     if resume:
         cmd = [sys.executable, "-m", "metarim.cli", "train", "--out", str(out), "--resume", "--quiet",
                "--frames", str(frames)]
-    subprocess.run(cmd, check=True)
+    # not from the repository root: ``python -m`` puts the working directory first on the path,
+    # which would shadow a PYTHONPATH that points at another tree's package
+    subprocess.run(cmd, check=True, cwd=tempfile.gettempdir())
+
+
+def package() -> str:
+    """Where the ``metarim`` that :func:`train` runs comes from (PYTHONPATH honoured)."""
+    out = subprocess.run([sys.executable, "-c", "import metarim; print(metarim.__file__)"], check=True,
+                         capture_output=True, text=True, cwd=tempfile.gettempdir())
+    return str(pathlib.Path(out.stdout.strip()).parent)
 
 
 def _digest(value: Any, h: Any) -> None:
@@ -285,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         diff = compare_values(want, got) if as_values else compare(want, got)
         new_state = added(want, got)
     print(json.dumps({"runs": args.runs, "differ": diff, "equal": not diff, "added_state": new_state,
-                      **({"rtol": RTOL} if as_values else {})}))
+                      **({"rtol": RTOL} if as_values else {}), "metarim": package()}))
     return 1 if diff else 0
 
 
