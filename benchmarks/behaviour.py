@@ -114,14 +114,19 @@ def _digest(value: Any, h: Any) -> None:
         h.update(repr(value).encode())
 
 
-def fingerprint(run: pathlib.Path) -> dict[str, str]:
-    """Hashes of a run folder's learning columns and of its last checkpoint's contents."""
+def _read(run: pathlib.Path) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    """A run folder's ``metrics.csv`` rows without the time columns, and its last checkpoint."""
     with open(run / "metrics.csv") as f:
         rows = [{k: v for k, v in r.items() if k not in TIME_COLUMNS} for r in csv.DictReader(f)]
+    ckpt = sorted((run / "checkpoints").glob("ckpt-*.pt"))[-1]
+    return rows, torch.load(ckpt, map_location="cpu", weights_only=True)
+
+
+def fingerprint(run: pathlib.Path) -> dict[str, str]:
+    """Hashes of a run folder's learning columns and of its last checkpoint's contents."""
+    rows, state = _read(run)
     buf = io.StringIO()
     json.dump(rows, buf, sort_keys=True)
-    ckpt = sorted((run / "checkpoints").glob("ckpt-*.pt"))[-1]
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
     out = {"metrics": hashlib.sha256(buf.getvalue().encode()).hexdigest(), "rows": str(len(rows))}
     for key in sorted(state):
         h = hashlib.sha256()
@@ -169,10 +174,8 @@ def _number(text: str) -> Any:
 def values(run: pathlib.Path) -> dict[str, Any]:
     """The numbers behind :func:`fingerprint`: the learning columns of ``metrics.csv`` and a
     :func:`_summary` of every entry of the last checkpoint, for a comparison within a tolerance."""
-    with open(run / "metrics.csv") as f:
-        rows = [{k: _number(v) for k, v in r.items() if k not in TIME_COLUMNS} for r in csv.DictReader(f)]
-    ckpt = sorted((run / "checkpoints").glob("ckpt-*.pt"))[-1]
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    text_rows, state = _read(run)
+    rows = [{k: _number(v) for k, v in r.items()} for r in text_rows]
     return {"metrics": rows, "rows": str(len(rows)), **{f"ckpt/{k}": _summary(state[k]) for k in sorted(state)}}
 
 
